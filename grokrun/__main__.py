@@ -1,0 +1,3 @@
+from grokrun.cli import app
+
+app()

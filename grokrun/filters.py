@@ -1,0 +1,230 @@
+"""Gradient filters that amplify the slow part of the gradient (Grokfast, Lee et al. 2024).
+
+Call between ``loss.backward()`` and ``optimizer.step()``:
+
+    f = EMAFilter(alpha=0.98, lamb=2.0)
+    f.apply(model.parameters())     # rewrites each .grad in place
+
+Per parameter with gradient g_t:
+
+- EMA: mu_1 = g_1; mu_t = alpha * mu_{t-1} + (1 - alpha) * g_t; g_t <- g_t + lamb * mu_t.
+- MA:  keep the last ``window_size`` raw gradients; g_t <- g_t + lamb * mean(kept) (or their sum).
+  With ``warmup`` nothing changes until the window is full; without it the mean is over what is kept.
+
+State is keyed by a parameter's position in the iterable given to ``apply``, so pass the parameters in
+the same order every call (``model.parameters()`` does). A parameter whose grad is None is skipped and
+keeps its state; one with ``requires_grad=False`` is ignored. Work is done with multi-tensor
+(``torch._foreach_*``) ops, one kernel launch per op for all parameters, and MA keeps a ring buffer
+and a running sum so its cost does not grow with the window.
+
+``gradfilter_ema`` and ``gradfilter_ma`` at the bottom are drop-in replacements for the functions of
+the published Grokfast snippet: same arguments, same returned state to feed back, same numbers.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Iterable
+
+import torch
+from torch import Tensor, nn
+
+
+def _with_grads(parameters: Iterable[Tensor]) -> tuple[list[int], list[Tensor]]:
+    """Positions and grads of the parameters that take part in this step."""
+    keys, grads = [], []
+    for i, p in enumerate(parameters):
+        if p.requires_grad and p.grad is not None:
+            keys.append(i)
+            grads.append(p.grad)
+    return keys, grads
+
+
+class GradFilter:
+    """No filtering: the baseline. Subclasses override ``_filter``."""
+
+    name = "none"
+
+    @classmethod
+    def from_config(cls, fc) -> GradFilter:
+        """The filter a run's FilterConfig describes."""
+        return cls()
+
+    def apply(self, parameters: Iterable[Tensor], amplify: bool = True) -> None:
+        """Update the filter with this step's grads and, if ``amplify``, add lamb * (slow part) to them.
+
+        ``amplify=False`` updates the state only (used to withhold amplification for the first steps).
+        """
+        keys, grads = _with_grads(parameters)
+        if grads:
+            self._filter(keys, grads, amplify)
+
+    def _filter(self, keys: list[int], grads: list[Tensor], amplify: bool) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class EMAFilter(GradFilter):
+    """Exponential moving average of the gradient, added back with weight ``lamb``."""
+
+    name = "ema"
+
+    def __init__(self, alpha: float = 0.98, lamb: float = 2.0):
+        if not 0.0 <= alpha < 1.0:
+            raise ValueError(f"alpha must be in [0, 1), got {alpha}")
+        if lamb < 0:
+            raise ValueError(f"lamb must be >= 0, got {lamb}")
+        self.alpha, self.lamb = alpha, lamb
+        self.mu: dict[int, Tensor] = {}
+
+    @classmethod
+    def from_config(cls, fc):
+        return cls(alpha=fc.alpha, lamb=fc.lamb)
+
+    def _filter(self, keys, grads, amplify):
+        new = [(k, g) for k, g in zip(keys, grads) if k not in self.mu]
+        old = [(k, g) for k, g in zip(keys, grads) if k in self.mu]
+        for k, g in new:  # mu_1 = g_1
+            self.mu[k] = g.detach().clone()
+        if old:
+            mus = [self.mu[k] for k, _ in old]
+            gs = [g for _, g in old]
+            # mu*alpha + g*(1-alpha), each product rounded on its own as the published snippet does
+            torch._foreach_mul_(mus, self.alpha)
+            torch._foreach_add_(mus, torch._foreach_mul(gs, 1.0 - self.alpha))
+        if amplify and self.lamb != 0:
+            torch._foreach_add_(grads, torch._foreach_mul([self.mu[k] for k in keys], self.lamb))
+
+    def state_dict(self):
+        return {"alpha": self.alpha, "lamb": self.lamb, "mu": dict(self.mu)}
+
+    def load_state_dict(self, state):
+        self.alpha, self.lamb = state["alpha"], state["lamb"]
+        self.mu = dict(state["mu"])
+
+
+class MAFilter(GradFilter):
+    """Moving average (or sum) of the last ``window_size`` gradients, added back with weight ``lamb``.
+
+    A ring buffer of the raw gradients and a running sum: each step adds the new gradient and
+    subtracts the one that leaves the window, so the cost is O(1) in the window size.
+    """
+
+    name = "ma"
+
+    def __init__(self, window_size: int = 100, lamb: float = 5.0, filter_type: str = "mean",
+                 warmup: bool = True):
+        if window_size < 1:
+            raise ValueError(f"window_size must be >= 1, got {window_size}")
+        if lamb < 0:
+            raise ValueError(f"lamb must be >= 0, got {lamb}")
+        if filter_type not in ("mean", "sum"):
+            raise ValueError(f"filter_type must be 'mean' or 'sum', got {filter_type!r}")
+        self.window_size, self.lamb = window_size, lamb
+        self.filter_type, self.warmup = filter_type, warmup
+        self.ring: dict[int, Tensor] = {}   # key -> (window_size, *shape) raw gradients
+        self.total: dict[int, Tensor] = {}  # key -> sum of the kept gradients
+        self.count: dict[int, int] = {}     # key -> how many gradients it has seen
+
+    @classmethod
+    def from_config(cls, fc):
+        return cls(window_size=fc.window_size, lamb=fc.lamb, filter_type=fc.filter_type, warmup=fc.warmup)
+
+    def _filter(self, keys, grads, amplify):
+        w = self.window_size
+        for k, g in zip(keys, grads):
+            if k not in self.ring:
+                self.ring[k] = g.new_zeros((w, *g.shape))
+                self.total[k] = torch.zeros_like(g)
+                self.count[k] = 0
+        # Parameters are grouped by how many gradients they have seen: each group shares a ring
+        # slot, a divisor and whether its window is full. Usually there is one group.
+        groups: dict[int, list[int]] = {}
+        for i, k in enumerate(keys):
+            groups.setdefault(self.count[k], []).append(i)
+        for count, idx in groups.items():
+            slot = count % w
+            ks = [keys[i] for i in idx]
+            gs = [grads[i] for i in idx]
+            slots = [self.ring[k][slot] for k in ks]
+            totals = [self.total[k] for k in ks]
+            if count >= w:  # the oldest gradient leaves the window
+                torch._foreach_sub_(totals, slots)
+            torch._foreach_copy_(slots, gs)
+            torch._foreach_add_(totals, gs)
+            if slot == w - 1:  # once per lap, re-sum the window so rounding in the running sum cannot drift
+                for k, t in zip(ks, totals):
+                    torch.sum(self.ring[k], dim=0, out=t)
+            for k in ks:
+                self.count[k] = count + 1
+            kept = min(count + 1, w)
+            if not amplify or self.lamb == 0 or (self.warmup and kept < w):
+                continue
+            scale = self.lamb / kept if self.filter_type == "mean" else self.lamb
+            torch._foreach_add_(gs, torch._foreach_mul(totals, scale))
+
+    def state_dict(self):
+        return {"window_size": self.window_size, "lamb": self.lamb, "filter_type": self.filter_type,
+                "warmup": self.warmup, "ring": dict(self.ring), "total": dict(self.total),
+                "count": dict(self.count)}
+
+    def load_state_dict(self, state):
+        self.window_size, self.lamb = state["window_size"], state["lamb"]
+        self.filter_type, self.warmup = state["filter_type"], state["warmup"]
+        self.ring, self.total, self.count = dict(state["ring"]), dict(state["total"]), dict(state["count"])
+
+
+FILTERS: dict[str, type[GradFilter]] = {"none": GradFilter, "ema": EMAFilter, "ma": MAFilter}
+
+
+# --- drop-in replacements for the published Grokfast functions -----------------------------------
+
+def gradfilter_ema(m: nn.Module, grads: dict[str, Tensor] | None = None, alpha: float = 0.98,
+                   lamb: float = 2.0) -> dict[str, Tensor]:
+    """Grokfast's ``gradfilter_ema``: returns the EMA state (by parameter name) to pass back next call."""
+    named = [(n, p) for n, p in m.named_parameters() if p.requires_grad and p.grad is not None]
+    if grads is None:
+        grads = {}
+    # The published function seeds the average with g and then applies the update to it, so on the
+    # first call mu = g*alpha + g*(1-alpha) (equal to g up to rounding); do the same for the same numbers.
+    for n, p in named:
+        if n not in grads:
+            grads[n] = p.grad.detach().clone()
+    mus = [grads[n] for n, _ in named]
+    gs = [p.grad for _, p in named]
+    if mus:
+        torch._foreach_mul_(mus, alpha)
+        torch._foreach_add_(mus, torch._foreach_mul(gs, 1.0 - alpha))
+        torch._foreach_add_(gs, torch._foreach_mul(mus, lamb))
+    return grads
+
+
+def gradfilter_ma(m: nn.Module, grads: dict[str, deque] | None = None, window_size: int = 100,
+                  lamb: float = 5.0, filter_type: str = "mean", warmup: bool = True,
+                  trigger: bool = False) -> dict[str, deque]:
+    """Grokfast's ``gradfilter_ma``: returns the window (by parameter name, a deque each) to pass back.
+
+    As published, ``trigger=True`` only fills the window, and only while ``warmup`` is on; the sum is
+    re-added from the deque every call, in the same order, so the numbers match to the last bit and the
+    cost grows with the window. ``MAFilter`` does the same filtering in O(1) per step.
+    """
+    if filter_type not in ("mean", "sum"):
+        raise ValueError(f"filter_type must be 'mean' or 'sum', got {filter_type!r}")
+    if grads is None:
+        grads = {}
+    for n, p in m.named_parameters():
+        if not (p.requires_grad and p.grad is not None):
+            continue
+        window = grads.setdefault(n, deque(maxlen=window_size))
+        window.append(p.grad.detach().clone())
+        if not warmup or (len(window) == window_size and not trigger):
+            avg = sum(window)
+            if filter_type == "mean":
+                avg = avg / len(window)
+            p.grad.add_(avg * lamb)
+    return grads

@@ -1,0 +1,144 @@
+"""The algorithmic tables, the split, and the decoder's last-position shortcut."""
+
+import itertools
+
+import pytest
+import torch
+
+from grokrun.config import ConfigError, ModularConfig
+from grokrun.tasks.modular import OPS, Decoder, ModularTask, table, validate
+
+
+def answers(op: str, p: int) -> dict[tuple[int, int], int]:
+    x, y, vocab = table(op, p)
+    n = vocab - 2
+    assert (x[:, 1] == n).all() and (x[:, 3] == n + 1).all()  # [a, op, b, =]
+    pairs = [(int(a), int(b)) for a, b in x[:, [0, 2]]]
+    assert len(set(pairs)) == len(pairs)  # every pair once
+    return dict(zip(pairs, y.tolist()))
+
+
+# (op, p, a, b, answer), each worked out by hand
+HAND = [
+    ("add", 5, 3, 4, 2), ("sub", 5, 1, 3, 3), ("mul", 5, 3, 4, 2),
+    ("div", 5, 3, 4, 2),            # 4^-1 = 4 (mod 5): 3 * 4 = 12 = 2
+    ("div", 7, 1, 3, 5),            # 3^-1 = 5 (mod 7)
+    ("x2+y2", 7, 2, 3, 6),          # 4 + 9 = 13
+    ("x2+xy+y2", 7, 2, 3, 5),       # 4 + 6 + 9 = 19
+    ("x2+xy+y2+x", 7, 2, 3, 0),     # 19 + 2 = 21
+    ("x3+xy", 7, 2, 3, 0),          # 8 + 6 = 14
+    ("x3+xy2+y", 7, 2, 3, 1),       # 8 + 18 + 3 = 29
+]
+
+
+@pytest.mark.parametrize("op,p,a,b,c", HAND)
+def test_hand_checked_entries(op, p, a, b, c):
+    assert answers(op, p)[(a, b)] == c
+
+
+@pytest.mark.parametrize("op,p,size", [
+    ("add", 5, 25), ("sub", 5, 25), ("mul", 5, 20), ("div", 5, 20), ("x2+y2", 5, 25),
+    ("x2+xy+y2", 5, 25), ("x2+xy+y2+x", 5, 25), ("x3+xy", 5, 25), ("x3+xy2+y", 5, 25),
+    ("mul", 97, 97 * 96), ("s5", 97, 120 * 120), ("s5conj", 2, 120 * 120), ("s5aba", 2, 120 * 120),
+])
+def test_table_sizes(op, p, size):
+    x, y, vocab = table(op, p)
+    assert len(x) == len(y) == size
+    n = 120 if op.startswith("s5") else p
+    assert vocab == n + 2 and int(y.min()) >= 0 and int(y.max()) < n
+
+
+def test_every_op_is_listed_and_has_a_table():
+    assert set(OPS) == {op for op, *_ in HAND} | {"s5", "s5conj", "s5aba"}
+
+
+def test_mul_and_div_are_the_same_table_relabelled():
+    # x / y takes every residue as often as x * y does: both are Latin squares on 1..p-1 columns
+    for op in ("mul", "div"):
+        ans = answers(op, 7)
+        for b in range(1, 7):
+            assert sorted(ans[(a, b)] for a in range(7)) == list(range(7))
+
+
+def perm_index():
+    perms = list(itertools.permutations(range(5)))
+    return perms, {q: i for i, q in enumerate(perms)}
+
+
+def test_s5_composition_by_hand():
+    perms, index = perm_index()
+    x, y = (1, 0, 2, 3, 4), (0, 2, 1, 3, 4)  # swap(0,1), swap(1,2)
+    xy = (1, 2, 0, 3, 4)                       # (x∘y)(i) = x[y[i]]
+    s5 = answers("s5", 2)
+    assert perms[s5[(index[x], index[y])]] == xy
+    identity = index[(0, 1, 2, 3, 4)]
+    assert all(s5[(identity, j)] == j for j in range(120))
+    conj = answers("s5conj", 2)
+    assert all(conj[(i, identity)] == identity for i in range(120))  # x e x^-1 = e
+    # x y x^-1 with the two swaps: swap(0,1) swap(1,2) swap(0,1) = swap(0,2)
+    assert perms[conj[(index[x], index[y])]] == (2, 1, 0, 3, 4)
+    aba = answers("s5aba", 2)
+    assert perms[aba[(index[x], identity)]] == (0, 1, 2, 3, 4)  # a swap twice is the identity
+
+
+def test_split_sizes_disjoint_and_seeded():
+    cfg = ModularConfig(p=97, train_frac=0.5)
+    t = ModularTask(cfg, seed=0, batch_size=512, device=torch.device("cpu"), dtype=torch.float32)
+    tr, va = t.data["train"][0], t.data["val"][0]
+    assert len(tr) == len(va) == 4656
+    rows = {tuple(r) for r in torch.cat([tr, va]).tolist()}
+    assert len(rows) == 97 * 96
+    assert t.batches.steps_per_epoch == 10  # 9 full batches of 512 and one of 48
+    again = ModularTask(cfg, seed=0, batch_size=512, device=torch.device("cpu"), dtype=torch.float32)
+    other = ModularTask(cfg, seed=1, batch_size=512, device=torch.device("cpu"), dtype=torch.float32)
+    assert torch.equal(again.data["train"][0], tr)
+    assert not torch.equal(other.data["train"][0], tr)
+    small = ModularTask(ModularConfig(p=97, train_frac=0.3), 0, 512, torch.device("cpu"), torch.float32)
+    assert len(small.data["train"][0]) == round(0.3 * 9312)
+
+
+def test_batches_cover_each_epoch_once():
+    cfg = ModularConfig(p=11, op="add", train_frac=0.5)
+    t = ModularTask(cfg, seed=0, batch_size=16, device=torch.device("cpu"), dtype=torch.float32)
+    n = len(t.data["train"][0])
+    for _ in range(2):
+        seen = torch.cat([t.batches.next() for _ in range(t.batches.steps_per_epoch)])
+        assert sorted(seen.tolist()) == list(range(n))
+
+
+def full_forward(model: Decoder, x: torch.Tensor) -> torch.Tensor:
+    """Every position through every layer, causal mask throughout; the last position's logits."""
+    h = model.tok(x) + model.pos.weight[: x.shape[1]]
+    for block in model.blocks:
+        h = block(h, last_only=False)
+    return model.head(model.ln_f(h))[:, -1]
+
+
+def test_last_position_shortcut_equals_the_full_causal_forward():
+    torch.manual_seed(0)
+    model = Decoder(vocab=13, width=32, layers=3, heads=4)
+    x = torch.randint(0, 13, (64, 4))
+    torch.testing.assert_close(model(x), full_forward(model, x), rtol=1e-5, atol=1e-5)
+
+
+def test_causal_mask_hides_the_future():
+    torch.manual_seed(0)
+    block = Decoder(vocab=13, width=32, layers=1, heads=4).blocks[0]
+    h = torch.randn(2, 4, 32)
+    changed = h.clone()
+    changed[:, 3] += 1.0
+    out, out2 = block(h), block(changed)
+    torch.testing.assert_close(out[:, :3], out2[:, :3])
+    assert not torch.allclose(out[:, 3], out2[:, 3])
+
+
+@pytest.mark.parametrize("cfg,message", [
+    (ModularConfig(op="pow"), "unknown op 'pow'; choose one of: add, sub, mul"),
+    (ModularConfig(p=1), "--p must be >= 2"),
+    (ModularConfig(op="div", p=12), "--op div needs a prime --p"),
+    (ModularConfig(train_frac=1.0), "--train-frac must be in (0, 1)"),
+    (ModularConfig(width=130, heads=4), "--width must be a multiple of --heads"),
+])
+def test_validate_rejects(cfg, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        validate(cfg)

@@ -1,0 +1,87 @@
+"""Bad input through the CLI: exit status 2, one line naming the fix, no traceback, no run directory."""
+
+import pytest
+from typer.testing import CliRunner
+
+from grokrun.cli import app
+from grokrun.filters import FILTERS
+from grokrun.tasks import TASKS
+
+runner = CliRunner()
+
+BAD = [
+    (["--task", "chess"], "unknown task 'chess'; choose one of: modular"),
+    (["--filter", "kalman"], "unknown filter 'kalman'; choose one of: none, ema, ma"),
+    (["--op", "pow"], "unknown op 'pow'; choose one of: add, sub, mul, div"),
+    (["--optimizer", "lion"], "unknown optimizer 'lion'; choose one of: adam, adamw, sgd"),
+    (["--filter", "ema", "--alpha", "1.0"], "--alpha must be in [0, 1), got 1.0"),
+    (["--filter", "ema", "--alpha", "-0.5"], "--alpha must be in [0, 1), got -0.5"),
+    (["--filter", "ema", "--lamb", "-1"], "--lamb must be >= 0, got -1.0"),
+    (["--filter", "ma", "--window-size", "0"], "--window-size must be >= 1, got 0"),
+    (["--filter-type", "median"], "unknown filter type 'median'; choose one of: mean, sum"),
+    (["--p", "1"], "--p must be >= 2, got 1"),
+    (["--op", "div", "--p", "91"], "--op div needs a prime --p"),
+    (["--train-frac", "0"], "--train-frac must be in (0, 1), got 0.0"),
+    (["--train-frac", "1.5"], "--train-frac must be in (0, 1), got 1.5"),
+    (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+    (["--max-steps", "0"], "--max-steps must be >= 1, got 0"),
+    (["--stop-at-acc", "1.5"], "--stop-at-acc must be in (0, 1], got 1.5"),
+    (["--device", "tpu"], "unknown device 'tpu'; choose one of: auto, cpu, cuda, mps"),
+    (["--dtype", "float16"], "unknown dtype 'float16'; choose one of: float32, float64, bfloat16"),
+    (["--config", "missing.toml"], "config file not found: missing.toml"),
+]
+
+
+def check_one_line_error(result, message, out_dir):
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and message in lines[0], lines[0]
+    assert "Traceback" not in result.output + result.stderr
+    assert not out_dir.exists() or not any(out_dir.iterdir())
+
+
+@pytest.mark.parametrize("args,message", BAD)
+def test_bad_input(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "results"
+    result = runner.invoke(app, ["train", "--out", str(out), "--quiet", *args])
+    check_one_line_error(result, message, out)
+
+
+def test_malformed_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.toml").write_text("task = modular\n")  # unquoted string
+    result = runner.invoke(app, ["train", "--config", "bad.toml", "--out", "results"])
+    check_one_line_error(result, "cannot parse bad.toml", tmp_path / "results")
+
+
+def test_config_with_unknown_setting(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "typo.toml").write_text("[filter]\nlamda = 2.0\n")
+    result = runner.invoke(app, ["train", "--config", "typo.toml", "--out", "results"])
+    check_one_line_error(result, "unknown setting 'filter.lamda'; valid settings:", tmp_path / "results")
+
+
+def test_config_with_wrong_type(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.toml").write_text("[train]\nmax_steps = \"many\"\n")
+    result = runner.invoke(app, ["train", "--config", "t.toml", "--out", "results"])
+    check_one_line_error(result, "setting 'train.max_steps' must be int, got 'many'", tmp_path / "results")
+
+
+def test_cuda_requested_without_cuda(tmp_path, monkeypatch):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["train", "--device", "cuda", "--out", "results"])
+    check_one_line_error(result, "--device cuda: no CUDA device is available here", tmp_path / "results")
+
+
+def test_help_lists_every_registry_key():
+    result = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for name in [*TASKS, *FILTERS]:
+        assert name in result.output

@@ -1,0 +1,27 @@
+"""Every shipped preset opens with the command that runs it and equals the published preset in code."""
+
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from grokrun.config import PRESETS, resolve
+
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
+
+
+def test_every_preset_in_code_has_a_file():
+    names = {p.stem for p in CONFIGS}
+    for task, presets in PRESETS.items():
+        for filt in presets:
+            assert f"{task}_{'baseline' if filt == 'none' else filt}" in names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_opens_with_its_command_and_matches_the_code_preset(path):
+    first = path.read_text().splitlines()[0]
+    assert first == f"# grokrun train --config configs/{path.name}"
+    task, _, variant = path.stem.partition("_")
+    from_file = resolve(path, {})
+    from_flags = resolve(None, {"task": task, "filter.name": "none" if variant == "baseline" else variant})
+    assert asdict(from_file) == asdict(from_flags)
