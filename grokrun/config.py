@@ -85,6 +85,8 @@ class ModularConfig:
     """Model width."""
     heads: int = 4
     """Attention heads."""
+    block: str = "grokfast"
+    """grokfast (as published: the stream is replaced by its LayerNorm before attention) | prenorm (textbook pre-LN)."""
 
 
 @dataclass
@@ -164,7 +166,7 @@ def flags() -> list[Flag]:
         if f.name in SECTIONS:
             continue
         out.append(Flag(f.name.replace("_", "-"), f.name, _base_type(f.type), top_docs[f.name], "Run",
-                        f.default or None))
+                        None if f.default == "" else f.default))
     seen: dict[str, int] = {}
     for section, cls in SECTIONS.items():
         docs = field_docs(cls)

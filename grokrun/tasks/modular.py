@@ -36,6 +36,7 @@ MODULAR_OPS = {
     "x3+xy2+y": (lambda a, b, p: (a ** 3 + a * b * b + b) % p, False),
 }
 NEEDS_PRIME = ("div",)
+BLOCKS = ("grokfast", "prenorm")
 
 
 def _compose(x: tuple, y: tuple) -> tuple:
@@ -74,6 +75,8 @@ def validate(cfg: ModularConfig) -> None:
     for flag, value in (("layers", cfg.layers), ("width", cfg.width), ("heads", cfg.heads)):
         if value < 1:
             raise ConfigError(f"--{flag} must be >= 1, got {value}")
+    if cfg.block not in BLOCKS:
+        raise ConfigError(f"unknown block {cfg.block!r}; choose one of: {', '.join(BLOCKS)}")
     if cfg.width % cfg.heads:
         raise ConfigError(f"--width must be a multiple of --heads, got {cfg.width} and {cfg.heads}")
 
@@ -100,11 +103,18 @@ def table(op: str, p: int) -> tuple[Tensor, Tensor, int]:
 
 
 class Block(nn.Module):
-    """Pre-LayerNorm causal self-attention and GELU MLP."""
+    """Causal self-attention and GELU MLP, each after a LayerNorm.
 
-    def __init__(self, width: int, heads: int):
+    ``prenorm`` is the textbook pre-LN block, x + attn(ln1(x)). ``grokfast`` is the block of the
+    published Grokfast decoder, where the stream itself is replaced by ln1(x) before the attention
+    residual: h = ln1(x); h + attn(h). Grokfast's numbers were measured with the latter, and the MA
+    filter's acceleration depends on it (see README).
+    """
+
+    def __init__(self, width: int, heads: int, kind: str = "grokfast"):
         super().__init__()
         self.heads = heads
+        self.normed_stream = kind == "grokfast"
         self.ln1 = nn.LayerNorm(width)
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
@@ -120,6 +130,8 @@ class Block(nn.Module):
         MLP are computed for it alone (keys and values still cover every position)."""
         b, t, c = x.shape
         h = self.ln1(x)
+        if self.normed_stream:
+            x = h
         if last_only:
             w_q, w_kv = self.qkv.weight.split([c, 2 * c])
             b_q, b_kv = self.qkv.bias.split([c, 2 * c])
@@ -136,13 +148,14 @@ class Block(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Token and learned position embeddings, pre-LN blocks, final LayerNorm, linear head (no bias)."""
+    """Token and learned position embeddings, blocks, final LayerNorm, linear head (no bias)."""
 
-    def __init__(self, vocab: int, width: int, layers: int, heads: int, seq_len: int = 4):
+    def __init__(self, vocab: int, width: int, layers: int, heads: int, seq_len: int = 4,
+                 block: str = "grokfast"):
         super().__init__()
         self.tok = nn.Embedding(vocab, width)
         self.pos = nn.Embedding(seq_len, width)
-        self.blocks = nn.ModuleList(Block(width, heads) for _ in range(layers))
+        self.blocks = nn.ModuleList(Block(width, heads, block) for _ in range(layers))
         self.ln_f = nn.LayerNorm(width)
         self.head = nn.Linear(width, vocab, bias=False)
 
@@ -164,7 +177,7 @@ class ModularTask(Task):
             "train": (x[order[:n_train]].to(device), y[order[:n_train]].to(device)),
             "val": (x[order[n_train:]].to(device), y[order[n_train:]].to(device)),
         }
-        self.model = Decoder(vocab, cfg.width, cfg.layers, cfg.heads).to(device=device, dtype=dtype)
+        self.model = Decoder(vocab, cfg.width, cfg.layers, cfg.heads, block=cfg.block).to(device=device, dtype=dtype)
         self.batches = EpochBatches(n_train, batch_size, device, seed)
         name = cfg.op if cfg.op in PERMUTATION_OPS else f"{cfg.op} mod {cfg.p}"
         self.title = f"modular {name}, {cfg.train_frac:g} train"

@@ -114,19 +114,21 @@ def full_forward(model: Decoder, x: torch.Tensor) -> torch.Tensor:
     return model.head(model.ln_f(h))[:, -1]
 
 
-def test_last_position_shortcut_equals_the_full_causal_forward():
+@pytest.mark.parametrize("block", ["grokfast", "prenorm"])
+def test_last_position_shortcut_equals_the_full_causal_forward(block):
     torch.manual_seed(0)
-    model = Decoder(vocab=13, width=32, layers=3, heads=4)
+    model = Decoder(vocab=13, width=32, layers=3, heads=4, block=block)
     x = torch.randint(0, 13, (64, 4))
     torch.testing.assert_close(model(x), full_forward(model, x), rtol=1e-5, atol=1e-5)
 
 
-def test_causal_mask_hides_the_future():
+@pytest.mark.parametrize("kind", ["grokfast", "prenorm"])
+def test_causal_mask_hides_the_future(kind):
     torch.manual_seed(0)
-    block = Decoder(vocab=13, width=32, layers=1, heads=4).blocks[0]
+    block = Decoder(vocab=13, width=32, layers=1, heads=4, block=kind).blocks[0]
     h = torch.randn(2, 4, 32)
     changed = h.clone()
-    changed[:, 3] += 1.0
+    changed[:, 3] += torch.randn(32)  # not a constant shift, which LayerNorm would erase
     out, out2 = block(h), block(changed)
     torch.testing.assert_close(out[:, :3], out2[:, :3])
     assert not torch.allclose(out[:, 3], out2[:, 3])
@@ -138,6 +140,7 @@ def test_causal_mask_hides_the_future():
     (ModularConfig(op="div", p=12), "--op div needs a prime --p"),
     (ModularConfig(train_frac=1.0), "--train-frac must be in (0, 1)"),
     (ModularConfig(width=130, heads=4), "--width must be a multiple of --heads"),
+    (ModularConfig(block="post"), "unknown block 'post'; choose one of: grokfast, prenorm"),
 ])
 def test_validate_rejects(cfg, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
