@@ -56,7 +56,7 @@ class OptimConfig:
     weight_decay: float = 0.0
     """Weight decay."""
     warmup_steps: int = 10
-    """Linear learning-rate warmup length in steps."""
+    """Linear learning-rate warmup over the first N updates, as published: update k runs at (k-1)/N of the rate."""
 
 
 @dataclass

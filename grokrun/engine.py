@@ -48,8 +48,13 @@ def make_optimizer(o: OptimConfig, params: list[torch.Tensor]) -> torch.optim.Op
 
 
 def warmup_factor(warmup_steps: int):
-    """Learning-rate factor for LambdaLR, whose counter is 0 at step 1: step s uses min(s / warmup, 1)."""
-    return lambda i: min((i + 1) / warmup_steps, 1.0) if warmup_steps else 1.0
+    """Learning-rate factor for LambdaLR, whose counter is 0 at step 1: step s uses min((s - 1) / warmup, 1).
+
+    This is the published schedule (``update / 10`` over the first 10 updates): step 1 runs at rate 0,
+    moving no weight while Adam's moments and the gradient filter still take in its gradient, and step
+    warmup + 1 is the first at the full rate. Kept exactly, so a seed follows the published trajectory.
+    """
+    return lambda i: min(i / warmup_steps, 1.0) if warmup_steps else 1.0
 
 
 def train(cfg: RunConfig, quiet: bool = False, console: Console | None = None) -> tuple[Path, dict[str, Any]]:

@@ -37,13 +37,13 @@ class PlainBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
 
     def forward(self, x, mask):
-        h = self.ln1(x)
-        x = x + self.attn(h, h, h, attn_mask=mask, need_weights=False)[0]
+        h = self.ln1(x)  # the published block: the stream itself is normalized
+        x = h + self.attn(h, h, h, attn_mask=mask, need_weights=False)[0]
         return x + self.mlp(self.ln2(x))
 
 
 class PlainDecoder(nn.Module):
-    def __init__(self, vocab: int, width: int = 128, layers: int = 2, heads: int = 4, seq_len: int = 4):
+    def __init__(self, vocab: int, width: int = 128, layers: int = 2, heads: int = 4, seq_len: int = 5):
         super().__init__()
         self.tok, self.pos = nn.Embedding(vocab, width), nn.Embedding(seq_len, width)
         self.blocks = nn.ModuleList(PlainBlock(width, heads) for _ in range(layers))

@@ -179,8 +179,8 @@ def test_no_host_sync_between_evaluations(tmp_path, monkeypatch):
 
 
 def test_warmup_factor():
-    f = warmup_factor(4)
-    assert [f(i) for i in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    f = warmup_factor(4)  # LambdaLR's counter i is 0 at step 1: as published, step 1 runs at rate 0
+    assert [f(i) for i in range(6)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
     assert warmup_factor(0)(0) == 1.0
 
 

@@ -2,34 +2,34 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import torch
 from torch import Tensor, nn
 
 
-def stream_seed(seed: int, stream: str) -> int:
-    """An independent seed for one purpose ("split", "batches") of a run's seed.
+def fork_global_generator() -> torch.Generator:
+    """A CPU generator that continues the global one from here, without disturbing it afterwards.
 
-    Two generators given the same seed replay the same random numbers: a split drawn with
-    randperm(N) and batches drawn with randperm(N/2) from the same seed come out correlated, which
-    measurably slowed memorization here. Hashing the purpose in keeps the streams apart.
+    The Grokfast scripts draw each epoch's shuffle from the global generator after the split; a fork
+    replays those draws while staying independent of anything else that uses the global generator.
     """
-    digest = hashlib.sha256(f"{seed}:{stream}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+    generator = torch.Generator()
+    generator.set_state(torch.get_rng_state())
+    return generator
 
 
 class EpochBatches:
-    """Index batches as slices of a fresh seeded permutation each epoch, made on the data's device.
+    """Index batches as slices of a fresh permutation each epoch, on the data's device.
 
-    The last batch of an epoch may be smaller, as in the Grokfast scripts. No host sync: the permutation
-    is drawn on the device with a generator that lives there.
+    The last batch of an epoch may be smaller, as in the Grokfast scripts. Each shuffle is drawn by
+    ``generator`` on the CPU, so a seed gives the same batch order on every device; on CUDA it is
+    copied from pinned memory without blocking, so the loop still never waits for the GPU.
     """
 
-    def __init__(self, n: int, batch_size: int, device: torch.device, seed: int):
+    def __init__(self, n: int, batch_size: int, device: torch.device, generator: torch.Generator):
         self.n, self.batch_size, self.device = n, min(batch_size, n), device
-        self.generator = torch.Generator(device=device).manual_seed(stream_seed(seed, "batches"))
+        self.generator = generator
         self.perm: Tensor | None = None
         self.pos = 0
 
@@ -39,7 +39,13 @@ class EpochBatches:
 
     def next(self) -> Tensor:
         if self.perm is None or self.pos >= self.n:
-            self.perm = torch.randperm(self.n, generator=self.generator, device=self.device)
+            shuffle = torch.randperm(self.n, generator=self.generator)
+            if self.device.type == "cuda":
+                shuffle = shuffle.pin_memory().to(self.device, non_blocking=True)
+            shuffle = shuffle.to(self.device)
+            # The Grokfast scripts shuffle the already shuffled data each epoch; composing the
+            # permutations gives the same order (any one epoch is a uniform shuffle either way).
+            self.perm = shuffle if self.perm is None else self.perm[shuffle]
             self.pos = 0
         idx = self.perm[self.pos:self.pos + self.batch_size]
         self.pos += self.batch_size

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from grokrun.config import ConfigError, ModularConfig
-from grokrun.tasks.base import EpochBatches, Task, stream_seed
+from grokrun.tasks.base import EpochBatches, Task, fork_global_generator
 
 
 def _inverse(y: int, p: int) -> int:
@@ -85,7 +85,7 @@ def table(op: str, p: int) -> tuple[Tensor, Tensor, int]:
     """Every equation of the operation: inputs (N, 4) as [a, op, b, =], answers (N,), and vocab size.
 
     Symbols are 0..n-1 (residues, or the 120 permutations of S5 in lexicographic order), then the
-    op token n and the '=' token n + 1.
+    '=' token n and the op token n + 1, the ids of the published script.
     """
     if op in PERMUTATION_OPS:
         perms = list(itertools.permutations(range(5)))
@@ -98,7 +98,7 @@ def table(op: str, p: int) -> tuple[Tensor, Tensor, int]:
         n = p
         rows = [(a, b, f(a, b, p)) for a in range(p) for b in range(1 if skip_zero else 0, p)]
     abc = torch.tensor(rows, dtype=torch.long)
-    x = torch.stack([abc[:, 0], torch.full_like(abc[:, 0], n), abc[:, 1], torch.full_like(abc[:, 0], n + 1)], 1)
+    x = torch.stack([abc[:, 0], torch.full_like(abc[:, 0], n + 1), abc[:, 1], torch.full_like(abc[:, 0], n)], 1)
     return x, abc[:, 2], n + 2
 
 
@@ -107,8 +107,7 @@ class Block(nn.Module):
 
     ``prenorm`` is the textbook pre-LN block, x + attn(ln1(x)). ``grokfast`` is the block of the
     published Grokfast decoder, where the stream itself is replaced by ln1(x) before the attention
-    residual: h = ln1(x); h + attn(h). Grokfast's numbers were measured with the latter, and the MA
-    filter's acceleration depends on it (see README).
+    residual: h = ln1(x); h + attn(h). Grokfast's numbers were measured with the latter.
     """
 
     def __init__(self, width: int, heads: int, kind: str = "grokfast"):
@@ -116,14 +115,16 @@ class Block(nn.Module):
         self.heads = heads
         self.normed_stream = kind == "grokfast"
         self.ln1 = nn.LayerNorm(width)
-        self.qkv = nn.Linear(width, 3 * width)
-        self.proj = nn.Linear(width, width)
         self.ln2 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
-        # As torch's MultiheadAttention, which the Grokfast decoder uses: xavier in-projection, zero biases.
-        nn.init.xavier_uniform_(self.qkv.weight)
-        nn.init.zeros_(self.qkv.bias)
+        # Initialized as torch's MultiheadAttention, which the Grokfast decoder uses (xavier in-projection,
+        # zero biases), and drawing random numbers in its order: the output projection's default init
+        # first, then the in-projection. So a seed gives the published script's initial weights.
+        self.qkv_weight = nn.Parameter(torch.empty(3 * width, width))
+        self.qkv_bias = nn.Parameter(torch.zeros(3 * width))
+        self.proj = nn.Linear(width, width)
+        nn.init.xavier_uniform_(self.qkv_weight)
         nn.init.zeros_(self.proj.bias)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
 
     def forward(self, x: Tensor, last_only: bool = False) -> Tensor:
         """With ``last_only``, return only the last position: the queries, the attention output and the
@@ -133,13 +134,13 @@ class Block(nn.Module):
         if self.normed_stream:
             x = h
         if last_only:
-            w_q, w_kv = self.qkv.weight.split([c, 2 * c])
-            b_q, b_kv = self.qkv.bias.split([c, 2 * c])
+            w_q, w_kv = self.qkv_weight.split([c, 2 * c])
+            b_q, b_kv = self.qkv_bias.split([c, 2 * c])
             q = F.linear(h[:, -1:], w_q, b_q)
             k, v = F.linear(h, w_kv, b_kv).split(c, dim=-1)
             x = x[:, -1:]
         else:
-            q, k, v = self.qkv(h).split(c, dim=-1)
+            q, k, v = F.linear(h, self.qkv_weight, self.qkv_bias).split(c, dim=-1)
         q, k, v = (z.view(b, z.shape[1], self.heads, c // self.heads).transpose(1, 2) for z in (q, k, v))
         # The last position sees every earlier one, so it needs no mask.
         a = F.scaled_dot_product_attention(q, k, v, is_causal=not last_only)
@@ -148,9 +149,13 @@ class Block(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Token and learned position embeddings, blocks, final LayerNorm, linear head (no bias)."""
+    """Token and learned position embeddings, blocks, final LayerNorm, linear head (no bias).
 
-    def __init__(self, vocab: int, width: int, layers: int, heads: int, seq_len: int = 4,
+    Five positions, as published (a, op, b, =, and the answer, whose row is never used), so the
+    random draws of the initialization match the published script's.
+    """
+
+    def __init__(self, vocab: int, width: int, layers: int, heads: int, seq_len: int = 5,
                  block: str = "grokfast"):
         super().__init__()
         self.tok = nn.Embedding(vocab, width)
@@ -171,14 +176,18 @@ class ModularTask(Task):
     def __init__(self, cfg: ModularConfig, seed: int, batch_size: int, device: torch.device,
                  dtype: torch.dtype):
         x, y, vocab = table(cfg.op, cfg.p)
-        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(stream_seed(seed, "split")))
-        n_train = max(1, min(len(x) - 1, round(cfg.train_frac * len(x))))
+        # One seeded stream, drawn in the published script's order: the initial weights, the split, then
+        # each epoch's batch order. So --seed N starts exactly where the Grokfast script's seed N does.
+        torch.manual_seed(seed)
+        self.model = Decoder(vocab, cfg.width, cfg.layers, cfg.heads, block=cfg.block).to(device=device, dtype=dtype)
+        order = torch.randperm(len(x))
+        # floor(train_frac * N), as the published N // 2; rounded first so 0.29 * 100 gives 29, not 28
+        n_train = max(1, min(len(x) - 1, int(round(cfg.train_frac * len(x), 6))))
         self.data = {
             "train": (x[order[:n_train]].to(device), y[order[:n_train]].to(device)),
             "val": (x[order[n_train:]].to(device), y[order[n_train:]].to(device)),
         }
-        self.model = Decoder(vocab, cfg.width, cfg.layers, cfg.heads, block=cfg.block).to(device=device, dtype=dtype)
-        self.batches = EpochBatches(n_train, batch_size, device, seed)
+        self.batches = EpochBatches(n_train, batch_size, device, fork_global_generator())
         name = cfg.op if cfg.op in PERMUTATION_OPS else f"{cfg.op} mod {cfg.p}"
         self.title = f"modular {name}, {cfg.train_frac:g} train"
 

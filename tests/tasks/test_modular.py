@@ -4,6 +4,7 @@ import itertools
 
 import pytest
 import torch
+from torch import nn
 
 from grokrun.config import ConfigError, ModularConfig
 from grokrun.tasks.modular import OPS, Decoder, ModularTask, table, validate
@@ -12,7 +13,7 @@ from grokrun.tasks.modular import OPS, Decoder, ModularTask, table, validate
 def answers(op: str, p: int) -> dict[tuple[int, int], int]:
     x, y, vocab = table(op, p)
     n = vocab - 2
-    assert (x[:, 1] == n).all() and (x[:, 3] == n + 1).all()  # [a, op, b, =]
+    assert (x[:, 1] == n + 1).all() and (x[:, 3] == n).all()  # [a, op, b, =], the published token ids
     pairs = [(int(a), int(b)) for a, b in x[:, [0, 2]]]
     assert len(set(pairs)) == len(pairs)  # every pair once
     return dict(zip(pairs, y.tolist()))
@@ -94,7 +95,9 @@ def test_split_sizes_disjoint_and_seeded():
     assert torch.equal(again.data["train"][0], tr)
     assert not torch.equal(other.data["train"][0], tr)
     small = ModularTask(ModularConfig(p=97, train_frac=0.3), 0, 512, torch.device("cpu"), torch.float32)
-    assert len(small.data["train"][0]) == round(0.3 * 9312)
+    assert len(small.data["train"][0]) == 2793  # floor(0.3 * 9312), as the published N // 2
+    hundred = ModularTask(ModularConfig(op="add", p=10, train_frac=0.29), 0, 8, torch.device("cpu"), torch.float32)
+    assert len(hundred.data["train"][0]) == 29  # not 28: 0.29 * 100 is 28.999... in binary
 
 
 def test_batches_cover_each_epoch_once():
@@ -145,3 +148,58 @@ def test_causal_mask_hides_the_future(kind):
 def test_validate_rejects(cfg, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         validate(cfg)
+
+
+class ReferenceBlock(nn.Module):
+    """The published Grokfast block, on torch's own MultiheadAttention (sequence first)."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.attn = nn.MultiheadAttention(width, heads)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+
+    def forward(self, x):
+        mask = torch.triu(torch.full((len(x), len(x)), float("-inf")), diagonal=1)
+        h = self.ln1(x)  # the stream itself is normalized
+        h = h + self.attn(h, h, h, attn_mask=mask, need_weights=False)[0]
+        return h + self.mlp(self.ln2(h))
+
+
+class ReferenceDecoder(nn.Module):
+    def __init__(self, vocab: int, width: int = 128, layers: int = 2, heads: int = 4):
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(vocab, width), nn.Embedding(5, width)
+        self.blocks = nn.ModuleList(ReferenceBlock(width, heads) for _ in range(layers))
+        self.ln_f, self.head = nn.LayerNorm(width), nn.Linear(width, vocab, bias=False)
+
+    def forward(self, x):  # x: (sequence, batch)
+        h = self.tok(x) + self.pos.weight[: len(x), None]
+        for block in self.blocks:
+            h = block(h)
+        return self.head(self.ln_f(h))[-1]
+
+
+def test_seed_gives_the_published_weights_split_and_batch_order():
+    """--seed N draws what the Grokfast script's seed N draws, in its order: weights, split, shuffles."""
+    task = ModularTask(ModularConfig(), seed=3, batch_size=512, device=torch.device("cpu"), dtype=torch.float32)
+    torch.manual_seed(3)
+    ref = ReferenceDecoder(99)
+    x, _, _ = table("mul", 97)
+    train = torch.randperm(len(x))[: len(x) // 2]
+    ours = task.model
+    pairs = [(ours.tok.weight, ref.tok.weight), (ours.pos.weight, ref.pos.weight),
+             (ours.head.weight, ref.head.weight)]
+    for b, r in zip(ours.blocks, ref.blocks):
+        pairs += [(b.qkv_weight, r.attn.in_proj_weight), (b.qkv_bias, r.attn.in_proj_bias),
+                  (b.proj.weight, r.attn.out_proj.weight), (b.proj.bias, r.attn.out_proj.bias),
+                  *zip(b.mlp.parameters(), r.mlp.parameters())]
+    assert all(torch.equal(a, b) for a, b in pairs)
+    batch = x[:256]
+    torch.testing.assert_close(ours(batch), ref(batch.T), rtol=1e-4, atol=1e-4)
+    assert torch.equal(task.data["train"][0], x[train])
+    order = train.clone()
+    for _ in range(3):  # each epoch shuffles the previous epoch's order
+        order = order[torch.randperm(len(order))]
+        got = torch.cat([task.batches.next() for _ in range(task.batches.steps_per_epoch)])
+        assert torch.equal(task.data["train"][0][got], x[order])
