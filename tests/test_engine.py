@@ -199,9 +199,14 @@ def test_metric_summary_by_hand():
 
 @pytest.mark.slow
 def test_published_ema_run_groks_within_2000_steps(tmp_path):
-    """The headline reproduction, seed 0 (about a minute on 2 CPU cores)."""
+    """The headline reproduction, seed 0 (about a minute on 2 CPU cores).
+
+    Seed 0 of the published script takes 910 steps; grokrun draws the same weights, split and batches,
+    so it should too. The bound is the issue's median target, not 910 exactly: floating-point rounding
+    differs across CPUs and torch versions, and the count is chaotic in it.
+    """
     result = runner.invoke(app, ["train", "--task", "modular", "--filter", "ema", "--stop-at-acc", "0.95",
                                  "--max-steps", "2000", "--out", str(tmp_path), "--quiet"])
     assert result.exit_code == 0, result.output
     s = summary(run_dir_of(result))
-    assert s["status"] == "stopped_at_target" and s["steps_to_val_acc"]["0.95"] <= 2000
+    assert s["status"] == "stopped_at_target" and s["steps_to_val_acc"]["0.95"] <= 1200
