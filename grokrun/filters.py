@@ -92,7 +92,7 @@ class EMAFilter(GradFilter):
         for k, g in new:  # mu_1 = g_1
             self.mu[k] = g.detach().clone()
         if old:
-            # mu <- alpha*mu + (1-alpha)*g as one fused pass with no temporaries: on CPU this is about 4x
+            # mu <- alpha*mu + (1-alpha)*g as one fused pass with no temporaries: on CPU this is 3-4x
             # cheaper than separate products, and rounds differently from them only in the last bit.
             # (gradfilter_ema below keeps the published snippet's rounding exactly.)
             torch._foreach_lerp_([self.mu[k] for k, _ in old], [g for _, g in old], 1.0 - self.alpha)
