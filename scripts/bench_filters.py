@@ -1,5 +1,6 @@
 """Cost of one gradient-filter application on the modular model, against a plain per-parameter loop
-and against one whole training step. Everything runs side by side in one process, interleaved.
+and against one whole training step, side by side in one process: interleaved (the state a filter meets
+in training, caches used by everything else) and back to back (caches warm).
 
     python scripts/bench_filters.py [--device cpu] [--reps 200]
 """
@@ -86,20 +87,19 @@ def main() -> None:
     for _ in range(5):
         train_step()
 
-    timings: dict[str, list[float]] = {name: [] for name in [*filters, "reset", "training step"]}
-    for _ in range(args.reps):  # interleaved, so drift in machine speed hits every entry alike
-        for name, f in filters.items():
-            reset()
-            synchronize(device)
-            t0 = time.perf_counter()
-            f.apply(params)
-            synchronize(device)
-            timings[name].append(time.perf_counter() - t0)
-        synchronize(device)
-        t0 = time.perf_counter()
+    def time_apply(f) -> float:
+        """Seconds for one application, on freshly reset gradients."""
         reset()
         synchronize(device)
-        timings["reset"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        f.apply(params)
+        synchronize(device)
+        return time.perf_counter() - t0
+
+    timings: dict[str, list[float]] = {name: [] for name in [*filters, "training step"]}
+    for _ in range(args.reps):  # interleaved, so drift in machine speed hits every entry alike
+        for name, f in filters.items():
+            timings[name].append(time_apply(f))
         if len(timings["training step"]) < max(20, args.reps // 4):
             t0 = time.perf_counter()
             train_step()
@@ -108,15 +108,7 @@ def main() -> None:
 
     # Back to back as well: the filter's state stays in cache, the best case. The interleaved figure
     # above is the state a filter meets in training, after a backward pass has used the caches.
-    warm: dict[str, list[float]] = {name: [] for name in filters}
-    for name, f in filters.items():
-        for _ in range(args.reps):
-            reset()
-            synchronize(device)
-            t0 = time.perf_counter()
-            f.apply(params)
-            synchronize(device)
-            warm[name].append(time.perf_counter() - t0)
+    warm = {name: [time_apply(f) for _ in range(args.reps)] for name, f in filters.items()}
 
     ms = {name: statistics.median(t) * 1e3 for name, t in timings.items()}
     ms_warm = {name: statistics.median(t) * 1e3 for name, t in warm.items()}

@@ -42,7 +42,8 @@ class EpochBatches:
             shuffle = torch.randperm(self.n, generator=self.generator)
             if self.device.type == "cuda":
                 shuffle = shuffle.pin_memory().to(self.device, non_blocking=True)
-            shuffle = shuffle.to(self.device)
+            else:
+                shuffle = shuffle.to(self.device)
             # The Grokfast scripts shuffle the already shuffled data each epoch; composing the
             # permutations gives the same order (any one epoch is a uniform shuffle either way).
             self.perm = shuffle if self.perm is None else self.perm[shuffle]
