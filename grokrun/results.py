@@ -13,6 +13,7 @@ import csv
 import json
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,3 +127,91 @@ def read_run(path: Path) -> Run:
     summary_path = path / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
     return Run(path, config, read_metrics(path), summary)
+
+
+def find_runs(path: Path) -> tuple[list[Path], list[Path]]:
+    """Every run directory at or under ``path``, in sorted order, and the folders skipped as not runs.
+
+    A run directory is not searched further. A folder that neither is a run nor holds one is skipped
+    (and reported once, not each folder inside it); hidden folders are ignored.
+    """
+    path = Path(path)
+    if is_run_dir(path):
+        return [path], []
+    runs: list[Path] = []
+    skipped: list[Path] = []
+    for sub in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        found, skipped_inside = find_runs(sub)
+        if found:
+            runs += found
+            skipped += skipped_inside
+        else:
+            skipped.append(sub)
+    return runs, skipped
+
+
+def load_runs(paths: list[Path]) -> tuple[list[Run], list[str]]:
+    """Read run directories, skipping (with a warning naming each) any whose files cannot be read."""
+    runs, warnings = [], []
+    for path in paths:
+        try:
+            runs.append(read_run(path))
+        except (OSError, ValueError, UnicodeDecodeError) as e:  # json and csv errors are ValueErrors
+            warnings.append(f"skipping {path}: cannot read it ({e})")
+    return runs, warnings
+
+
+# Settings that name or place a run but do not change what it computes.
+_NOT_VARIANT = ("seed", "out", "name")
+
+
+def variant_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's config without its seed and location: runs that share it are seeds of one variant."""
+    return {k: v for k, v in config.items() if k not in _NOT_VARIANT}
+
+
+def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def differences(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Settings whose values differ between two configs: key -> (value in a, value in b)."""
+    fa, fb = _flat(a), _flat(b)
+    return {k: (fa.get(k), fb.get(k)) for k in sorted(fa.keys() | fb.keys()) if fa.get(k) != fb.get(k)}
+
+
+_SEED_SUFFIX = re.compile(r"-seed-?\d+(-\d+)?$")
+
+
+def group_variants(runs: list[Run]) -> tuple[list[tuple[str, list[Run]]], list[str]]:
+    """Runs grouped by variant (equal settings apart from seed), the baseline (filter none) first.
+
+    A variant is named after its run directories without ``-seed<N>``; two variants with the same name
+    get the settings that tell them apart. A second run of a seed is left out, with a warning.
+    """
+    groups: dict[str, list[Run]] = {}
+    warnings = []
+    for run in runs:
+        key = json.dumps(variant_settings(run.config), sort_keys=True)
+        group = groups.setdefault(key, [])
+        twin = next((r for r in group if r.config.get("seed") == run.config.get("seed")), None)
+        if twin is not None:
+            warnings.append(f"skipping {run.path}: it repeats seed {run.config.get('seed')} of {twin.path}")
+            continue
+        group.append(run)
+    ordered = sorted(groups.values(), key=lambda g: g[0].config.get("filter", {}).get("name") != "none")
+    named: list[tuple[str, list[Run]]] = []
+    for group in ordered:
+        name = _SEED_SUFFIX.sub("", group[0].path.name) or group[0].path.name
+        first = next((g for n, g in named if n.split(" [")[0] == name), None)
+        if first is not None:
+            diff = differences(variant_settings(first[0].config), variant_settings(group[0].config))
+            name += " [" + ", ".join(f"{k}={v[1]}" for k, v in diff.items()) + "]"
+        named.append((name, group))
+    return named, warnings

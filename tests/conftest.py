@@ -1,0 +1,51 @@
+"""Run directories built by hand, in the contract's format, for tests of what reads them (table, plot)."""
+
+import csv
+import json
+
+import pytest
+
+
+def write_run(path, *, seed=0, filter="none", task="modular", val_acc=None, val_loss=None, steps=None,
+              status="completed", wall_per_step=0.01, ms_per_step=10.0, peak=100.0, summary=True, settings=None):
+    """A run evaluated at steps 0, 100, 200, ...: ``val_acc``/``val_loss`` list one value per evaluation.
+
+    Training accuracy is 1.0 after step 0 and train loss a tenth of val loss. ``steps`` defaults to the last
+    evaluated step; ``summary=False`` leaves the run without summary.json (crashed or still running).
+    """
+    n = len(val_acc if val_acc is not None else val_loss)
+    val_loss = val_loss if val_loss is not None else [1.0 - 0.9 * a for a in val_acc]
+    rows = []
+    for i in range(n):
+        step = 100 * i
+        rows.append({"step": step, "wall_s": step * wall_per_step, "train_loss": val_loss[i] / 10,
+                     "train_acc": None if val_acc is None else (0.0 if i == 0 else 1.0),
+                     "val_loss": val_loss[i], "val_acc": None if val_acc is None else val_acc[i]})
+    path.mkdir(parents=True)
+    config = {"task": task, "seed": seed, "out": str(path.parent), "name": path.name,
+              "filter": {"name": filter, "alpha": 0.98, "lamb": 2.0, "window_size": 100, "filter_type": "mean",
+                         "warmup": True, "start": 0},
+              "optim": {"name": "adam", "weight_decay": 0.005 if filter != "none" else 0.0},
+              "train": {"max_steps": 100 * (n - 1)}, task: {"op": "mul", "p": 97, "train_frac": 0.5}}
+    for key, value in (settings or {}).items():
+        section, name = key.split(".")
+        config[section][name] = value
+    (path / "config.json").write_text(json.dumps(config))
+    with open(path / "metrics.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "wall_s", "train_loss", "train_acc", "val_loss", "val_acc"])
+        for r in rows:
+            w.writerow(["" if r[k] is None else r[k] for k in ("step", "wall_s", "train_loss", "train_acc",
+                                                                 "val_loss", "val_acc")])
+    if summary:
+        last = steps if steps is not None else rows[-1]["step"]
+        (path / "summary.json").write_text(json.dumps({
+            "status": status, "task": task, "filter": filter, "seed": seed, "steps": last,
+            "max_steps": 100 * (n - 1), "wall_s": last * wall_per_step, "ms_per_step": ms_per_step,
+            "peak_memory_mb": peak}))
+    return path
+
+
+@pytest.fixture
+def make_run():
+    return write_run
