@@ -56,12 +56,15 @@ def _flag_parameters() -> tuple[list[inspect.Parameter], dict[str, str]]:
 FLAG_PARAMETERS, FLAG_KEYS = _flag_parameters()
 
 
-def with_config_flags(func):
-    """Give a command every config flag: its ``**values`` receives them by Python name."""
-    sig = inspect.signature(func, eval_str=True)
-    own = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    func.__signature__ = sig.replace(parameters=[*own, *FLAG_PARAMETERS])
-    return func
+def with_config_flags(exclude: tuple[str, ...] = ()):
+    """Give a command every config flag but ``exclude``: its ``**values`` receives them by Python name."""
+    def decorate(func):
+        sig = inspect.signature(func, eval_str=True)
+        own = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        extra = [p for p in FLAG_PARAMETERS if p.name not in exclude]
+        func.__signature__ = sig.replace(parameters=[*own, *extra])
+        return func
+    return decorate
 
 
 def overrides_from(values: dict[str, Any]) -> dict[str, Any]:
@@ -75,7 +78,7 @@ QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress ba
 
 
 @app.command()
-@with_config_flags
+@with_config_flags()
 def train(config: ConfigOption = None, quiet: QuietOption = False, **values: Any) -> None:
     """Train one run and write its run directory (config.json, metrics.csv, summary.json).
 
@@ -109,6 +112,205 @@ def print_headline(run_dir: Path, s: dict[str, Any]) -> None:
         head = f"95% val acc at step {step95:,} ({wall95:.1f} s)"
     ms = f"{s['ms_per_step']:.2f} ms/step" if s["ms_per_step"] is not None else "no steps"
     out.print(f"{head} · {ms} · peak {s['peak_memory_mb']:.0f} MB · {s['device']}")
+
+
+# --- compare and plot ----------------------------------------------------------------------------------
+
+PathsArgument = Annotated[Optional[list[Path]], typer.Argument(
+    help="Config files, one variant each (the first is the baseline); or run directories and folders of them, "
+         "tabulated as they are, without training.", show_default=False)]
+ThresholdOption = Annotated[float, typer.Option(
+    help="Validation accuracy whose first crossing the table and plots report.", rich_help_panel="Compare")]
+FormatOption = Annotated[str, typer.Option("--format", help="Figure format: png | svg | pdf.",
+                                           rich_help_panel="Compare")]
+TRAINING_ONLY = ("--filter", "--seeds", "--jobs")
+
+
+@app.command()
+@with_config_flags(exclude=("filter", "seed", "out", "name"))
+def compare(
+    paths: PathsArgument = None,
+    filters: Annotated[Optional[list[str]], typer.Option(
+        "--filter", help="Filter to compare with the baseline (none), with the task's published settings; "
+        "repeat for more. [dim]\\[default: every published filter of the task][/dim]",
+        rich_help_panel="Compare", show_default=False)] = None,
+    seeds: Annotated[Optional[str], typer.Option(
+        help="Seeds, comma-separated. [dim]\\[default: 0,1,2][/dim]", rich_help_panel="Compare",
+        show_default=False)] = None,
+    jobs: Annotated[int, typer.Option(help="Runs trained at once, in parallel processes.",
+                                      rich_help_panel="Compare")] = 1,
+    out_dir: Annotated[Optional[Path], typer.Option(
+        "--out", help="Output folder. [dim]\\[default: the newest results/compare-<task>-* with the same variants, "
+        "else a new results/compare-<task>-<time>][/dim]", rich_help_panel="Compare", show_default=False)] = None,
+    threshold: ThresholdOption = 0.95,
+    fmt: FormatOption = "png",
+    quiet: QuietOption = False,
+    **values: Any,
+) -> None:
+    """Train variants on the same seeds, then write the comparison table and overlay plot.
+
+    [b]grokrun compare --task modular --filter ema[/b] trains the published baseline and EMA runs on seeds 0,1,2;
+    flags such as [b]--max-steps[/b] apply to every variant. Runs already complete in the output folder are
+    reused, so running the same command again trains nothing. Given run directories, it only tabulates them.
+    """
+    _check_reporting(threshold, fmt)
+    overrides = overrides_from(values)
+    if paths and all(p.is_dir() for p in paths):
+        given = [name for name, v in zip(TRAINING_ONLY, (filters, seeds, jobs != 1)) if v]
+        given += [f"--{name.replace('_', '-')}" for name in values if values[name] is not None]
+        if given:
+            fail(f"{given[0]} applies to training; run directories are tabulated as they are (give config files "
+                 "or --task/--filter to train)")
+        _tabulate_existing(paths, out_dir, threshold, fmt)
+        return
+    from grokrun import compare as cmp
+
+    try:
+        if paths:
+            for p in paths:
+                if not p.exists():
+                    raise ConfigError(f"no such config file or run directory: {p}")
+                if p.is_dir():
+                    raise ConfigError("give config files or run directories, not both")
+            if filters:
+                raise ConfigError("give config files or --filter, not both")
+            variants = cmp.variants_from_files(paths, overrides)
+        else:
+            variants = cmp.variants_from_filters(overrides.get("task"), filters or [], overrides)
+        seed_list = cmp.parse_seeds(seeds or "0,1,2")
+        if jobs < 1:
+            raise ConfigError(f"--jobs must be >= 1, got {jobs}")
+        folder, found = cmp.output_folder(out_dir, variants)
+        planned = cmp.plan(folder, variants, seed_list)
+    except ConfigError as e:
+        fail(str(e))
+    cmp.write_manifest(folder, variants, seed_list)
+    todo = sum(j.action != "reuse" for j in planned)
+    note = " (continuing the comparison found there; --out DIR starts another)" if found else ""
+    out.print(f"compare: {_count(len(variants), 'variant')} × {_count(len(seed_list), 'seed')} in {folder}{note}")
+    out.print(f"{_count(todo, 'run')} to train, {len(planned) - todo} already complete and reused")
+    done = [len(planned) - todo]
+
+    def report(job, summary: dict) -> None:
+        from grokrun.results import read_run
+        from grokrun.table import brief
+
+        done[0] += 1
+        out.print(f"[{done[0]}/{len(planned)}] {job.variant} seed {job.seed}: "
+                  f"{brief(read_run(job.path), threshold)}")
+
+    try:
+        finished = cmp.run_jobs(planned, jobs, quiet, out, report)
+    except ConfigError as e:
+        fail(str(e))
+    except KeyboardInterrupt:  # between runs; a run in progress ends itself as "interrupted"
+        finished = False
+    from grokrun.results import is_run_dir, read_run
+
+    by_variant = [(v.name, [read_run(j.path) for j in planned if j.variant == v.name and is_run_dir(j.path)])
+                  for v in variants]
+    by_variant = [(n, r) for n, r in by_variant if r]
+    if by_variant:
+        _report_table(by_variant, folder, threshold, fmt, details=_variant_lines(variants))
+    if jobs > 1 and todo > 1:
+        out.print(f"[dim]{jobs} runs trained at once: their ms/step and times include the contention "
+                  "between them; compare them only with each other.[/dim]")
+    if not finished:
+        out.print(f"[yellow]interrupted[/yellow]: the same command continues the comparison in {folder}")
+        raise typer.Exit(130)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
+def _check_reporting(threshold: float, fmt: str) -> None:
+    from grokrun.plot import FORMATS
+
+    if not 0 < threshold <= 1:
+        fail(f"--threshold must be in (0, 1], got {threshold}")
+    if fmt not in FORMATS:
+        fail(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+
+
+def _variant_lines(variants) -> str:
+    from grokrun.config import to_dict
+    from grokrun.plot import describe_filter
+
+    return "Variants: " + "; ".join(
+        f"{v.name} = {describe_filter(to_dict(v.config))} · {v.config.train.max_steps:,} steps" for v in variants)
+
+
+def _tabulate_existing(paths: list[Path], out_dir: Optional[Path], threshold: float, fmt: str) -> None:
+    from grokrun.results import find_runs, group_variants, is_run_dir, load_runs
+
+    found: list[Path] = []
+    for path in paths:
+        runs, skipped = find_runs(path)
+        found += runs
+        for p in skipped:
+            warn(f"skipping {p}: not a run directory (it has no config.json and metrics.csv)")
+    runs, problems = load_runs(list(dict.fromkeys(found)))
+    for problem in problems:
+        warn(problem)
+    if not runs:
+        fail(f"no run directories in {', '.join(map(str, paths))}")
+    tasks = sorted({str(r.config.get("task")) for r in runs})
+    if len(tasks) > 1:
+        fail(f"the runs are of several tasks ({', '.join(tasks)}); compare the runs of one task")
+    variants, repeats = group_variants(runs)
+    for problem in repeats:
+        warn(problem)
+    folder = out_dir or (paths[0] if len(paths) == 1 and not is_run_dir(paths[0]) else None)
+    _report_table(variants, folder, threshold, fmt)
+    if folder is None:
+        out.print("(not saved: give --out DIR to write comparison.md, comparison.csv and the overlay plot)")
+
+
+def _report_table(variants, folder: Optional[Path], threshold: float, fmt: str, details: str = "") -> None:
+    """Print the table; with a folder, also write comparison.md, comparison.csv and the overlay plot."""
+    from grokrun.plot import describe_task, plot_overlay
+    from grokrun.table import render_rich, tabulate, write_csv, write_markdown
+
+    rows = tabulate(variants, threshold)
+    title = f"{describe_task(variants[0][1][0].config)} · threshold {threshold:g} val acc"
+    out.print(render_rich(rows, threshold, title))
+    if folder is None:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    write_markdown(rows, folder / "comparison.md", threshold, title, details)
+    write_csv(rows, folder / "comparison.csv", threshold)
+    figure = plot_overlay(variants, folder / f"comparison.{fmt}", threshold)
+    out.print(f"wrote {folder / 'comparison.md'}, comparison.csv and {figure.name}")
+
+
+@app.command()
+def plot(
+    path: Annotated[Path, typer.Argument(help="A run directory, or a folder searched for them.", show_default=False)],
+    threshold: ThresholdOption = 0.95,
+    fmt: FormatOption = "png",
+) -> None:
+    """Draw every run under PATH: accuracy and loss curves per run, and an overlay of the variants.
+
+    Per run: accuracy.png and loss.png in its directory. For the runs found together: comparison.png in PATH,
+    each variant's median curve with its min–max band across seeds.
+    """
+    _check_reporting(threshold, fmt)
+    if not path.is_dir():
+        fail(f"no such folder: {path}")
+    from grokrun.plot import plot_path
+
+    report = plot_path(path, fmt, threshold)
+    for problem in report.warnings:
+        warn(problem)
+    if not report.runs:
+        fail(f"no run directories in {path}")
+    out.print(f"wrote {len(report.figures)} figures for {report.runs} runs"
+              + "".join(f"; overlay {p}" for p in report.overlays))
+
+
+def warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/yellow] {message}")
 
 
 def main() -> None:

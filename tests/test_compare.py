@@ -1,0 +1,176 @@
+"""grokrun compare through the CLI: variants x seeds, reuse of complete runs, tabulating existing runs, errors."""
+
+import csv
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from grokrun.cli import app
+
+runner = CliRunner()
+
+# A tiny modular problem: a few steps per run keep these tests fast; what they check is the bookkeeping.
+TINY = ["--op", "add", "--p", "11", "--train-frac", "0.8", "--width", "32", "--layers", "1", "--heads", "2",
+        "--batch-size", "32", "--max-steps", "12", "--eval-every", "4", "--quiet"]
+
+
+def compare(*args):
+    result = runner.invoke(app, ["compare", *args])
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def table_rows(folder):
+    with open(folder / "comparison.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_compare_trains_every_variant_and_seed_then_reuses_them(tmp_path):
+    out = tmp_path / "cmp"
+    result = compare("--task", "modular", "--filter", "ema", "--filter", "ma", "--seeds", "0,1", "--out", str(out),
+                     *TINY)
+    assert result.exit_code == 0, result.output
+    assert "6 runs to train, 0 already complete and reused" in result.stdout
+    runs = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert runs == ["baseline-seed0", "baseline-seed1", "ema-seed0", "ema-seed1", "ma-seed0", "ma-seed1"]
+    for name in runs:
+        cfg = json.loads((out / name / "config.json").read_text())
+        assert cfg["train"]["max_steps"] == 12 and cfg["modular"]["p"] == 11  # overrides reach every variant
+        assert cfg["seed"] == int(name[-1]) and cfg["filter"]["name"] == {"baseline": "none"}.get(name[:-6], name[:-6])
+    ema = json.loads((out / "ema-seed0" / "config.json").read_text())
+    assert (ema["filter"]["alpha"], ema["filter"]["lamb"], ema["optim"]["weight_decay"]) == (0.98, 2.0, 0.005)
+    assert [r["variant"] for r in table_rows(out)] == ["baseline", "ema", "ma"]
+    assert {p.name for p in out.iterdir() if p.is_file()} == {"compare.json", "comparison.md", "comparison.csv",
+                                                            "comparison.png"}
+    assert json.loads((out / "compare.json").read_text())["seeds"] == [0, 1]
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/summary.json")}
+
+    again = compare("--task", "modular", "--filter", "ema", "--filter", "ma", "--seeds", "0,1", "--out", str(out),
+                    *TINY)
+    assert again.exit_code == 0, again.output
+    assert "0 runs to train, 6 already complete and reused" in again.stdout
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/summary.json")} == stamps  # nothing retrained
+
+    more = compare("--task", "modular", "--filter", "ema", "--filter", "ma", "--seeds", "0,1,2", "--out", str(out),
+                   *TINY)
+    assert "3 runs to train, 6 already complete and reused" in more.stdout
+    assert {r["runs"] for r in table_rows(out)} == {"3"}
+
+
+def test_an_unfinished_run_is_trained_again(tmp_path):
+    out = tmp_path / "cmp"
+    assert compare("--filter", "ema", "--seeds", "0", "--out", str(out), *TINY).exit_code == 0
+    summary = out / "ema-seed0" / "summary.json"
+    data = json.loads(summary.read_text())
+    summary.write_text(json.dumps({**data, "status": "interrupted", "steps": 5}))
+    (out / "baseline-seed0" / "summary.json").unlink()  # as if the process had been killed
+    result = compare("--filter", "ema", "--seeds", "0", "--out", str(out), *TINY)
+    assert "2 runs to train, 0 already complete and reused" in result.stdout
+    assert json.loads(summary.read_text())["status"] == "completed"
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["baseline-seed0", "ema-seed0"]
+
+
+def test_config_files_are_variants_named_after_them(tmp_path):
+    (tmp_path / "plain.toml").write_text('task = "modular"\n')
+    (tmp_path / "fast.toml").write_text('task = "modular"\n[filter]\nname = "ema"\nlamb = 3.0\n')
+    out = tmp_path / "cmp"
+    result = compare(str(tmp_path / "plain.toml"), str(tmp_path / "fast.toml"), "--seeds", "0", "--out", str(out),
+                     *TINY)
+    assert result.exit_code == 0, result.output
+    assert [r["variant"] for r in table_rows(out)] == ["plain", "fast"]  # the first file is the baseline
+    assert json.loads((out / "fast-seed0" / "config.json").read_text())["filter"]["lamb"] == 3.0
+
+
+def test_same_command_again_continues_the_newest_matching_comparison(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = compare("--filter", "ema", "--seeds", "0", *TINY)
+    assert first.exit_code == 0, first.output
+    folders = list((tmp_path / "results").glob("compare-modular-*"))
+    assert len(folders) == 1
+    second = compare("--filter", "ema", "--seeds", "0", *TINY)
+    assert f"in {folders[0].relative_to(tmp_path)} (continuing the comparison found there" in second.stdout
+    assert "0 runs to train, 2 already complete and reused" in second.stdout
+    other = compare("--filter", "ma", "--seeds", "0", *TINY)  # other variants: a new folder
+    assert "2 runs to train" in other.stdout
+    assert len(list((tmp_path / "results").glob("compare-modular-*"))) == 2
+
+
+def test_parallel_jobs(tmp_path):
+    out = tmp_path / "cmp"
+    result = compare("--filter", "ema", "--seeds", "0,1", "--jobs", "2", "--out", str(out), *TINY)
+    assert result.exit_code == 0, result.output
+    assert sum(line.startswith("[") and "seed" in line for line in result.stdout.splitlines()) == 4
+    assert all(json.loads(p.read_text())["status"] == "completed" for p in out.glob("*/summary.json"))
+    assert len(list(out.glob("*/summary.json"))) == 4
+    assert "2 runs trained at once" in result.stdout
+
+
+def test_tabulating_existing_run_directories(tmp_path, make_run):
+    runs = tmp_path / "runs"
+    for seed in range(3):
+        make_run(runs / f"none-seed{seed}", seed=seed, val_acc=[0.0, 0.5, 0.6])
+        make_run(runs / f"ema-seed{seed}", seed=seed, filter="ema", val_acc=[0.0, 0.5, 0.96])
+    (runs / "scratch").mkdir()
+    result = compare(str(runs))
+    assert result.exit_code == 0, result.output
+    assert "not a run directory" in result.stderr and "scratch" in result.stderr
+    rows = table_rows(runs)
+    assert [(r["variant"], r["reached"]) for r in rows] == [("none", "0"), ("ema", "3")]
+    assert float(rows[1]["speedup_steps_lo"]) == 1.0 and rows[1]["speedup_steps_hi"] == "inf"  # > 200 / 200
+    assert "≥ 1×" in result.stdout and (runs / "comparison.md").is_file() and (runs / "comparison.png").is_file()
+    single = compare(str(runs / "ema-seed0"), str(runs / "ema-seed1"))  # several paths and no --out: print only
+    assert single.exit_code == 0 and "not saved: give --out DIR" in single.stdout
+
+
+BAD = [
+    (["--seeds", "a,b"], "--seeds must be comma-separated integers such as 0,1,2, got 'a,b'"),
+    (["--jobs", "0"], "--jobs must be >= 1, got 0"),
+    (["--filter", "kalman"], "unknown filter 'kalman'; choose one of: none, ema, ma"),
+    (["--task", "chess"], "unknown task 'chess'; choose one of: modular"),
+    (["--p", "1"], "--p must be >= 2, got 1"),
+    (["--threshold", "1.5"], "--threshold must be in (0, 1], got 1.5"),
+    (["--format", "gif"], "unknown format 'gif'; choose one of: png, svg, pdf"),
+    (["a.toml", "--filter", "ema"], "give config files or --filter, not both"),
+    (["a.toml", "folder"], "give config files or run directories, not both"),
+    (["missing.toml"], "no such config file or run directory: missing.toml"),
+    (["folder", "--max-steps", "5"], "--max-steps applies to training; run directories are tabulated as they are"),
+    (["folder", "--seeds", "0"], "--seeds applies to training"),
+    (["folder"], "no run directories in folder"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD)
+def test_bad_input(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.toml").write_text('task = "modular"\n')
+    (tmp_path / "folder").mkdir()
+    result = compare(*args, "--quiet")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().startswith(f"error: {message}"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_folder_holding_other_settings_is_refused(tmp_path):
+    out = tmp_path / "cmp"
+    assert compare("--filter", "ema", "--seeds", "0", "--out", str(out), *TINY).exit_code == 0
+    result = compare("--filter", "ema", "--seeds", "0", "--out", str(out), *TINY, "--max-steps", "20")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (f"error: {out / 'baseline-seed0'} was trained with train.max_steps = 12, "
+                                     "this comparison asks for 20; choose another --out")
+
+
+@pytest.mark.parametrize("command", ["compare", "plot"])
+def test_reading_runs_imports_neither_torch_nor_a_task(command, tmp_path, make_run):
+    import subprocess
+    import sys
+
+    for seed in range(2):
+        make_run(tmp_path / f"none-seed{seed}", seed=seed, val_acc=[0.0, 0.5, 0.6])
+    code = (f"import sys\nfrom grokrun.cli import app\ntry:\n    app([{command!r}, {str(tmp_path)!r}])\n"
+            "except SystemExit as e:\n    assert e.code == 0, e.code\n"
+            "loaded = [m for m in ('torch', 'grokrun.tasks.modular', 'grokrun.engine') if m in sys.modules]\n"
+            "assert not loaded, loaded\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
