@@ -177,40 +177,52 @@ def run_jobs(jobs: list[Job], n_jobs: int, quiet: bool, console, report: Callabl
 
 def _run_parallel(todo: list[Job], n_jobs: int, report) -> bool:
     threads = max(1, (os.cpu_count() or 1) // n_jobs)  # no oversubscription: each worker gets its share
-    pool = ProcessPoolExecutor(max_workers=n_jobs, mp_context=get_context("spawn"),
-                               initializer=_worker_init, initargs=(threads,))
+    ctx = get_context("spawn")
+    stop = ctx.Event()  # set on Ctrl-C: jobs already handed to a worker then start no training
+    pool = ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx, initializer=_worker_init,
+                               initargs=(threads, stop))
     pending: dict[Future, Job] = {pool.submit(_worker_train, j.config): j for j in todo}
-    completed = True
-    try:
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                job = pending.pop(future)
-                summary = future.result()
+
+    def collect(futures) -> None:
+        for future in futures:
+            job = pending.pop(future)
+            summary = future.result()
+            if summary is not None:
                 report(job, summary)
                 if summary["status"] == "interrupted":
-                    completed = False
+                    stop.set()
+
+    try:
+        while pending and not stop.is_set():
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            collect(done)
     except KeyboardInterrupt:
-        completed = False
+        stop.set()
     finally:
         # Ctrl-C reaches the workers too: the engine ends each running run as "interrupted" and writes it.
         pool.shutdown(wait=True, cancel_futures=True)
-    for future, job in pending.items():
-        if future.done() and not future.cancelled() and future.exception() is None:
-            report(job, future.result())
-    return completed
+    collect([f for f in pending if f.done() and not f.cancelled()])
+    return not stop.is_set()
 
 
-def _worker_init(threads: int) -> None:
+_STOP = None
+
+
+def _worker_init(threads: int, stop) -> None:
     import torch
 
+    global _STOP
+    _STOP = stop
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # idle workers ignore Ctrl-C; a training one handles it
     torch.set_num_threads(threads)
 
 
-def _worker_train(cfg: RunConfig) -> dict:
+def _worker_train(cfg: RunConfig) -> dict | None:
+    """Train one run in a worker; None if the comparison was stopped before it began."""
     from grokrun.engine import train
 
+    if _STOP is not None and _STOP.is_set():
+        return None
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return train(cfg, quiet=True)[1]

@@ -174,3 +174,32 @@ def test_reading_runs_imports_neither_torch_nor_a_task(command, tmp_path, make_r
             "assert not loaded, loaded\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_ctrl_c_stops_the_comparison_and_the_same_command_continues_it(tmp_path, monkeypatch):
+    from grokrun.filters import GradFilter
+
+    calls = {"n": 0}
+    original = GradFilter.apply
+
+    def apply(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 15:  # step 3 of the second run (the first has 12)
+            raise KeyboardInterrupt
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(GradFilter, "apply", apply)
+    out = tmp_path / "cmp"
+    args = ["--filter", "ema", "--seeds", "0,1", "--out", str(out), *TINY]
+    result = compare(*args)
+    assert result.exit_code == 130, result.output
+    assert "[2/4] baseline seed 1: interrupted at step 2;" in result.stdout
+    assert "seed 1 interrupted at step 2" in (out / "comparison.md").read_text()  # the notes column
+    assert f"interrupted: the same command continues the comparison in {out}" in result.stdout
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["baseline-seed0", "baseline-seed1"]
+    assert [r["statuses"] for r in table_rows(out)] == ["completed:1;interrupted:1"]
+
+    again = compare(*args)
+    assert again.exit_code == 0, again.output
+    assert "3 runs to train, 1 already complete and reused" in again.stdout
+    assert [r["statuses"] for r in table_rows(out)] == ["completed:2", "completed:2"]
