@@ -94,7 +94,11 @@ def output_folder(out: Path | None, variants: list[Variant], root: Path = Path("
                 return folder, True
         except (OSError, ValueError, KeyError, TypeError):
             continue
-    return root / f"compare-{task}-{time.strftime('%Y%m%d-%H%M%S')}", False
+    base = root / f"compare-{task}-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder, i = base, 2
+    while folder.exists():  # another comparison started within the same second
+        folder, i = base.with_name(f"{base.name}-{i}"), i + 1
+    return folder, False
 
 
 @dataclass

@@ -84,6 +84,7 @@ def test_config_files_are_variants_named_after_them(tmp_path):
 
 def test_same_command_again_continues_the_newest_matching_comparison(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("grokrun.compare.time.strftime", lambda *a: "20260101-000000")  # all in one second
     first = compare("--filter", "ema", "--seeds", "0", *TINY)
     assert first.exit_code == 0, first.output
     folders = list((tmp_path / "results").glob("compare-modular-*"))
@@ -92,7 +93,7 @@ def test_same_command_again_continues_the_newest_matching_comparison(tmp_path, m
     assert f"in {folders[0].relative_to(tmp_path)} (continuing the comparison found there" in second.stdout
     assert "0 runs to train, 2 already complete and reused" in second.stdout
     other = compare("--filter", "ma", "--seeds", "0", *TINY)  # other variants: a new folder
-    assert "2 runs to train" in other.stdout
+    assert "in results/compare-modular-20260101-000000-2\n" in other.stdout and "2 runs to train" in other.stdout
     assert len(list((tmp_path / "results").glob("compare-modular-*"))) == 2
 
 
