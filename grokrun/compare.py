@@ -90,10 +90,14 @@ def output_folder(out: Path | None, variants: list[Variant], root: Path = Path("
     manifest = _manifest(variants)
     for folder in sorted(root.glob(f"compare-{task}-*"), reverse=True):
         try:
-            if json.loads((folder / "compare.json").read_text())["variants"] == manifest:
-                return folder, True
-        except (OSError, ValueError, KeyError, TypeError):
+            stored = json.loads((folder / "compare.json").read_text())["variants"]
+            # completed with today's defaults, so settings added since a folder was made still match
+            stored = [{"name": v["name"], "settings": variant_settings(to_dict(resolve(v["settings"], {})))}
+                      for v in stored]
+        except (OSError, ValueError, KeyError, TypeError):  # ConfigError is a ValueError
             continue
+        if stored == manifest:
+            return folder, True
     base = root / f"compare-{task}-{time.strftime('%Y%m%d-%H%M%S')}"
     folder, i = base, 2
     while folder.exists():  # another comparison started within the same second

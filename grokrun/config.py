@@ -189,18 +189,23 @@ def _base_type(annotation: str) -> type:
 
 # --- resolution ------------------------------------------------------------------------------------
 
-def resolve(config_file: str | Path | None, overrides: dict[str, Any]) -> RunConfig:
+def resolve(config_file: str | Path | dict | None, overrides: dict[str, Any]) -> RunConfig:
     """Build the run config from defaults, task defaults, preset or file, and flag overrides.
 
-    ``overrides`` maps config keys ("task", "filter.name", "optim.lr", "*.p") to values given on the
-    command line; "*.x" means option x of the chosen task. Raises ConfigError on anything invalid.
+    ``config_file`` may also be a file's contents, already read (a saved config, completed with the
+    settings added since). ``overrides`` maps config keys ("task", "filter.name", "optim.lr", "*.p") to
+    values given on the command line; "*.x" means option x of the chosen task. Raises ConfigError on
+    anything invalid.
     """
-    file_values = _flatten(load_file(config_file)) if config_file else {}
+    if isinstance(config_file, dict):
+        file_values = _flatten(config_file)
+    else:
+        file_values = _flatten(load_file(config_file)) if config_file else {}
     task = overrides.get("task", file_values.get("task", RunConfig.task))
     filt = overrides.get("filter.name", file_values.get("filter.name", FilterConfig.name))
     _check_choice("task", task, TASK_DEFAULTS)
     layers: list[dict[str, Any]] = [TASK_DEFAULTS[task]]
-    if config_file is None:
+    if config_file is None:  # (an empty dict is a file's contents: no preset)
         _check_choice("filter", filt, PRESETS[task])
         layers.append(PRESETS[task][filt])
     layers.append(file_values)

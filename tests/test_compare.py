@@ -92,6 +92,12 @@ def test_same_command_again_continues_the_newest_matching_comparison(tmp_path, m
     second = compare("--filter", "ema", "--seeds", "0", *TINY)
     assert f"in {folders[0].relative_to(tmp_path)} (continuing the comparison found there" in second.stdout
     assert "0 runs to train, 2 already complete and reused" in second.stdout
+    manifest = json.loads((folders[0] / "compare.json").read_text())  # as saved before a setting existed
+    for variant in manifest["variants"]:
+        del variant["settings"]["train"]["eval_points"]
+    (folders[0] / "compare.json").write_text(json.dumps(manifest))
+    third = compare("--filter", "ema", "--seeds", "0", *TINY)
+    assert "0 runs to train, 2 already complete and reused" in third.stdout
     other = compare("--filter", "ma", "--seeds", "0", *TINY)  # other variants: a new folder
     assert "in results/compare-modular-20260101-000000-2\n" in other.stdout and "2 runs to train" in other.stdout
     assert len(list((tmp_path / "results").glob("compare-modular-*"))) == 2
