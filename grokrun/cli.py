@@ -83,7 +83,8 @@ def train(config: ConfigOption = None, quiet: QuietOption = False, **values: Any
     """Train one run and write its run directory (config.json, metrics.csv, summary.json).
 
     [b]--filter ema[/b] and [b]--filter ma[/b] apply the task's published settings (configs/<task>_<filter>.toml);
-    any flag given overrides them. With [b]--config[/b] the file replaces the preset.
+    any flag given overrides them. With [b]--config[/b] the file replaces the preset. The defaults shown are
+    the code's; a task's own (configs/<task>_baseline.toml) replace them.
     """
     try:
         cfg = resolve(config, overrides_from(values))

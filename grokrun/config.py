@@ -69,6 +69,10 @@ class TrainConfig:
     """Evaluate every N steps on the full train and validation sets; 0 = once per epoch."""
     stop_at_acc: float | None = None
     """Stop once validation accuracy reaches this value (e.g. 0.95)."""
+    eval_schedule: str = "linear"
+    """linear (every --eval-every steps) | log (every step below 30, every 10th below 150, then --eval-points log-spaced steps to the budget)."""
+    eval_points: int = 150
+    """Log schedule: how many log-spaced evaluations from step 150 to the budget."""
 
 
 @dataclass
@@ -90,6 +94,26 @@ class ModularConfig:
 
 
 @dataclass
+class MnistConfig:
+    data_dir: str = "data"
+    """Dataset folder (MNIST goes in <data-dir>/MNIST/raw)."""
+    download: bool = True
+    """Download the dataset when it is missing."""
+    train_points: int = 1000
+    """Training images: the first N of the 60,000."""
+    depth: int = 3
+    """MLP layers (linear maps), >= 1."""
+    width: int = 200
+    """MLP hidden width."""
+    activation: str = "relu"
+    """relu | tanh | gelu | sigmoid."""
+    init_scale: float = 8.0
+    """Every initial parameter is multiplied by this (Omnigrok's large initialization)."""
+    loss: str = "mse"
+    """mse (on one-hot targets, as published) | ce (cross-entropy)."""
+
+
+@dataclass
 class RunConfig:
     task: str = "modular"
     """Task to train."""
@@ -107,25 +131,34 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     modular: ModularConfig = field(default_factory=ModularConfig)
+    mnist: MnistConfig = field(default_factory=MnistConfig)
 
 
 SECTIONS = {f.name: f.default_factory for f in fields(RunConfig) if f.default_factory is not dataclasses.MISSING}
-TASK_SECTIONS = ("modular",)  # sections that belong to one task; only the active one is saved
+TASK_SECTIONS = ("modular", "mnist")  # sections that belong to one task; only the active one is saved
 _SHARED = tuple(s for s in SECTIONS if s not in TASK_SECTIONS)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("float32", "float64", "bfloat16")
+EVAL_SCHEDULES = ("linear", "log")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
 # What differs from the defaults above for each task, then for each published run (DESIGN.md table).
 # configs/<task>_<filter>.toml hold the same values; tests/test_configs.py keeps the two equal.
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "modular": {},
+    # Omnigrok's MNIST script: AdamW with torch's default betas, no warmup; evaluations dense early.
+    "mnist": {"optim.name": "adamw", "optim.beta2": 0.999, "optim.weight_decay": 0.01, "optim.warmup_steps": 0,
+              "train.batch_size": 200, "train.max_steps": 100_000, "train.eval_schedule": "log"},
 }
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "modular": {
         "none": {"train.max_steps": 100_000},  # the baseline groks at ~40k steps
         "ema": {"filter.alpha": 0.98, "filter.lamb": 2.0, "optim.weight_decay": 0.005},
         "ma": {"filter.window_size": 100, "filter.lamb": 5.0, "optim.weight_decay": 0.01},
+    },
+    "mnist": {
+        "none": {},  # the baseline groks at ~44k steps
+        "ema": {"filter.alpha": 0.8, "filter.lamb": 0.1, "optim.weight_decay": 2.0},
     },
 }
 
@@ -168,18 +201,26 @@ def flags() -> list[Flag]:
         out.append(Flag(f.name.replace("_", "-"), f.name, _base_type(f.type), top_docs[f.name], "Run",
                         None if f.default == "" else f.default))
     seen: dict[str, int] = {}
+    task_defaults: dict[str, list[str]] = {}
     for section, cls in SECTIONS.items():
         docs = field_docs(cls)
         for f in fields(cls):
             key = f"{section}.{f.name}"
             task_option = section in TASK_SECTIONS
             name = _FLAG_NAMES.get(key, f.name.replace("_", "-"))
-            if task_option and name in seen:
-                continue  # the same option of another task: one flag serves both
+            if task_option:
+                task_defaults.setdefault(name, []).append(f"{section}: {f.default}")
+            if task_option and name in seen:  # the same option of another task: one flag serves both
+                continue
             seen[name] = len(out)
             panel = "Task" if task_option else section.capitalize()
             out.append(Flag(name, f"*.{f.name}" if task_option else key, _base_type(f.type), docs[f.name],
                             panel, f.default))
+    for name, defaults in task_defaults.items():  # each task option names its tasks, and their defaults
+        flag = out[seen[name]]
+        tasks = ", ".join(d.partition(": ")[0] for d in defaults)
+        default = ", ".join(defaults) if len({d.partition(": ")[2] for d in defaults}) > 1 else flag.default
+        out[seen[name]] = dataclasses.replace(flag, help=f"({tasks}) {flag.help}", default=default)
     return out
 
 
@@ -319,6 +360,8 @@ def validate(cfg: RunConfig) -> None:
     _check_range("batch-size", t.batch_size >= 1, ">= 1", t.batch_size)
     _check_range("max-steps", t.max_steps >= 1, ">= 1", t.max_steps)
     _check_range("eval-every", t.eval_every >= 0, ">= 0 (0 = once per epoch)", t.eval_every)
+    _check_choice("eval schedule", t.eval_schedule, EVAL_SCHEDULES)
+    _check_range("eval-points", t.eval_points >= 2, ">= 2", t.eval_points)
     if t.stop_at_acc is not None:
         _check_range("stop-at-acc", 0.0 < t.stop_at_acc <= 1.0, "in (0, 1]", t.stop_at_acc)
     if cfg.name and ("/" in cfg.name or cfg.name in (".", "..")):

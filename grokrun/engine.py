@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import grokrun
-from grokrun.config import ConfigError, OptimConfig, RunConfig, to_dict
+from grokrun.config import ConfigError, OptimConfig, RunConfig, TrainConfig, to_dict
 from grokrun.filters import FILTERS
 from grokrun.measure import StepTimer, peak_memory_mb, reset_peak_memory, synchronize
 from grokrun.results import RunWriter, metric_summary, new_run_dir
@@ -57,6 +57,24 @@ def warmup_factor(warmup_steps: int):
     return lambda i: min(i / warmup_steps, 1.0) if warmup_steps else 1.0
 
 
+def eval_steps(cfg: TrainConfig, steps_per_epoch: int) -> set[int]:
+    """The steps after which to evaluate (besides step 0, before training); always the last one.
+
+    linear: every ``eval_every`` steps (0: once per epoch). log: every step below 30, every 10th below
+    150, then ``eval_points`` steps spaced evenly in log(step) from 150 to the budget, as Omnigrok's
+    MNIST script is read on a log axis: fine where grokking usually happens, sparse later.
+    """
+    n = cfg.max_steps
+    if cfg.eval_schedule == "linear":
+        every = cfg.eval_every or steps_per_epoch
+        steps = set(range(every, n + 1, every))
+    else:
+        steps = set(range(1, 30)) | set(range(30, 150, 10))
+        if n > 150:
+            steps |= {round(150 * (n / 150) ** (i / (cfg.eval_points - 1))) for i in range(cfg.eval_points)}
+    return {s for s in steps if s <= n} | {n}
+
+
 def train(cfg: RunConfig, quiet: bool = False, console: Console | None = None) -> tuple[Path, dict[str, Any]]:
     """Train one run to its budget (or target), writing its run directory. Returns (run dir, summary)."""
     device = pick_device(cfg.device)
@@ -69,7 +87,7 @@ def train(cfg: RunConfig, quiet: bool = False, console: Console | None = None) -
     optimizer = make_optimizer(cfg.optim, params)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_factor(cfg.optim.warmup_steps))
     grad_filter = FILTERS[cfg.filter.name].from_config(cfg.filter)
-    eval_every = cfg.train.eval_every or task.batches.steps_per_epoch
+    evals = eval_steps(cfg.train, task.batches.steps_per_epoch)
     max_steps, target = cfg.train.max_steps, cfg.train.stop_at_acc
 
     run_dir = new_run_dir(Path(cfg.out), cfg.name or f"{cfg.task}-{cfg.filter.name}-seed{cfg.seed}")
@@ -85,12 +103,13 @@ def train(cfg: RunConfig, quiet: bool = False, console: Console | None = None) -
             train_loss, train_acc = task.evaluate("train")
             val_loss, val_acc = task.evaluate("val")
         model.train()
-        if task.has_accuracy:
-            values = torch.stack([train_loss, train_acc, val_loss, val_acc]).double().tolist()  # the one sync
-        else:
-            values = torch.stack([train_loss, val_loss]).double().tolist()
-            values = [values[0], None, values[1], None]
-        row = dict(zip(("train_loss", "train_acc", "val_loss", "val_acc"), values), step=step, wall_s=wall)
+        with torch.no_grad():
+            weight_norm = torch.nn.utils.get_total_norm(params)  # L2 norm of all parameters together
+        metrics = [train_loss, train_acc, val_loss, val_acc, weight_norm]
+        known = [m for m in metrics if m is not None]
+        values = iter(torch.stack([m.double() for m in known]).tolist())  # the one sync
+        row = dict(zip(("train_loss", "train_acc", "val_loss", "val_acc", "weight_norm"),
+                       (None if m is None else next(values) for m in metrics)), step=step, wall_s=wall)
         writer.log(row)
         return row
 
@@ -116,7 +135,7 @@ def train(cfg: RunConfig, quiet: bool = False, console: Console | None = None) -
                 scheduler.step()
                 nonfinite |= ~torch.isfinite(loss.detach())
                 timer.stop()
-                if step % eval_every and step != max_steps:
+                if step not in evals:
                     continue
                 # Evaluation point: the only place the loop waits for the device.
                 synchronize(device)

@@ -3,7 +3,7 @@
     grokrun plot results/
 
 Per run: ``accuracy.<fmt>`` and ``loss.<fmt>`` in its directory (steps on a log axis, loss on a log axis,
-train and validation). For the runs found together: ``comparison.<fmt>`` with each variant's median
+train and validation), and ``weight_norm.<fmt>`` where metrics.csv has that column. For the runs found together: ``comparison.<fmt>`` with each variant's median
 curve and its min–max band across seeds. Matplotlib's Figure API draws without a display (Agg).
 """
 
@@ -36,6 +36,10 @@ def describe_task(config: dict[str, Any]) -> str:
         if not op.startswith("s5"):
             text += f" mod {section.get('p')}"
         return f"modular: {text}, {section.get('train_frac', 0):.0%} train"
+    if task == "mnist":
+        return (f"mnist: {section.get('train_points', 0):,} train images, MLP {section.get('depth')}×"
+                f"{section.get('width')} {section.get('activation')}, init ×{section.get('init_scale', 0):g}, "
+                f"{section.get('loss')}")
     return task
 
 
@@ -77,29 +81,37 @@ def plot_run(run: Run, fmt: str = "png", threshold: float = 0.95) -> list[Path]:
     if status not in ("completed", "stopped_at_target"):
         title += f" · {status}"
     written = []
-    for kind in ("acc", "loss"):
-        curves = [(split, _series(run, f"{split}_{kind}")) for split in ("train", "val")]
-        curves = [(split, s) for split, s in curves if s is not None]
+    for kind, file in (("acc", "accuracy"), ("loss", "loss"), ("weight_norm", "weight_norm")):
+        columns = [("weight norm", "weight_norm")] if kind == "weight_norm" else \
+            [(split, f"{split}_{kind}") for split in ("train", "val")]
+        curves = [(label, s) for label, s in ((label, _series(run, c)) for label, c in columns) if s is not None]
         if not curves:
             continue
         fig = Figure(figsize=(6.4, 4.2), layout="constrained")
         ax = fig.add_subplot()
-        for split, (x, y) in curves:
-            ax.plot(x, y, label=split, color="C0" if split == "train" else "C1")
-        ax.set_xscale("log")
-        ax.set_xlabel("optimization steps")
+        for i, (label, (x, y)) in enumerate(curves):
+            ax.plot(x, y, label=label, color=f"C{i}")
+        _axes(ax, kind, threshold)
         if kind == "acc":
             ax.axhline(threshold, color="gray", linestyle=":", label=f"{threshold:g}")
-            ax.set_ylim(-0.02, 1.02)
-            ax.set_ylabel("accuracy")
-        else:
-            ax.set_yscale("log")
-            ax.set_ylabel("loss")
-        ax.grid(alpha=0.3, which="both")
         ax.legend()
         ax.set_title(title, fontsize=9)
-        written.append(_finish(fig, run.path / f"{'accuracy' if kind == 'acc' else 'loss'}.{fmt}"))
+        written.append(_finish(fig, run.path / f"{file}.{fmt}"))
     return written
+
+
+def _axes(ax, kind: str, threshold: float) -> None:
+    ax.set_xscale("log")
+    ax.set_xlabel("optimization steps")
+    if kind == "acc":
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel("accuracy")
+    elif kind == "loss":
+        ax.set_yscale("log")
+        ax.set_ylabel("loss")
+    else:
+        ax.set_ylabel("L2 norm of all parameters")
+    ax.grid(alpha=0.3, which="both")
 
 
 def _band(runs: list[Run], column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
@@ -118,9 +130,12 @@ def plot_overlay(variants: list[tuple[str, list[Run]]], path: Path, threshold: f
     """One colour per variant: median curve over its seeds, min–max band; validation solid, train dashed."""
     configs = [runs[0].config for _, runs in variants]
     tasks = {describe_task(c) for c in configs}
-    has_acc = any(_series(r, "val_acc") is not None for _, runs in variants for r in runs)
-    kinds = ["acc", "loss"] if has_acc else ["loss"]
-    fig = Figure(figsize=(6.0 * len(kinds), 4.6), layout="constrained")
+    def present(column: str) -> bool:
+        return any(_series(r, column) is not None for _, runs in variants for r in runs)
+
+    kinds = [k for k, column in (("acc", "val_acc"), ("loss", "val_loss"), ("weight_norm", "weight_norm"))
+             if present(column)]
+    fig = Figure(figsize=(5.6 * len(kinds), 4.6), layout="constrained")
     axes = fig.subplots(1, len(kinds), squeeze=False)[0]
     for ax, kind in zip(axes, kinds):
         for i, (name, runs) in enumerate(variants):
@@ -128,25 +143,21 @@ def plot_overlay(variants: list[tuple[str, list[Run]]], path: Path, threshold: f
             label = f"{name}: {describe_filter(runs[0].config)}"
             if len(tasks) > 1:
                 label += f" ({describe_task(runs[0].config)})"
-            val = _band(runs, f"val_{kind}")
+            val = _band(runs, "weight_norm" if kind == "weight_norm" else f"val_{kind}")
             if val is not None:
                 x, med, lo, hi = val
                 ax.fill_between(x, lo, hi, color=color, alpha=0.2, linewidth=0)
                 ax.plot(x, med, color=color, label=f"{label} · {len(runs)} seed{'s' * (len(runs) != 1)}")
-            train = _band(runs, f"train_{kind}")
+            train = None if kind == "weight_norm" else _band(runs, f"train_{kind}")
             if train is not None:
                 ax.plot(train[0], train[1], color=color, linestyle="--", linewidth=0.9, alpha=0.8)
-        ax.set_xscale("log")
-        ax.set_xlabel("optimization steps")
+        _axes(ax, kind, threshold)
         if kind == "acc":
             ax.axhline(threshold, color="gray", linestyle=":")
-            ax.set_ylim(-0.02, 1.02)
             ax.set_ylabel(f"accuracy (dotted: {threshold:g})")
-        else:
-            ax.set_yscale("log")
-            ax.set_ylabel("loss")
-        ax.set_title(f"{'accuracy' if kind == 'acc' else 'loss'}: validation (solid), train (dashed)", fontsize=9)
-        ax.grid(alpha=0.3, which="both")
+        ax.set_title({"acc": "accuracy: validation (solid), train (dashed)",
+                      "loss": "loss: validation (solid), train (dashed)",
+                      "weight_norm": "weight norm"}[kind], fontsize=9)
     axes[0].legend(fontsize=8)
     head = tasks.pop() if len(tasks) == 1 else configs[0].get("task", "")
     fig.suptitle(f"{head} — median and min–max band over seeds", fontsize=10)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-METRIC_COLUMNS = ["step", "wall_s", "train_loss", "train_acc", "val_loss", "val_acc"]
+METRIC_COLUMNS = ["step", "wall_s", "train_loss", "train_acc", "val_loss", "val_acc", "weight_norm"]
 THRESHOLDS = (0.5, 0.9, 0.95, 0.99)
 STATUSES = ("completed", "stopped_at_target", "interrupted", "diverged")
 

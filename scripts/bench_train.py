@@ -1,20 +1,29 @@
-"""Milliseconds per training step of grokrun's modular model, against a straightforward implementation
-of the same model and loop, side by side in one process (interleaved blocks of steps).
+"""Milliseconds per training step of grokrun's tasks, against a straightforward implementation of the
+same model and loop, side by side in one process (interleaved blocks of steps).
 
-The straightforward version is what one writes first: nn.MultiheadAttention over every position of
-every layer (logits for all positions, the last one kept), a per-parameter Python EMA loop, and an
-`.item()` per batch for logging. grokrun computes only what the loss needs (the last layer's queries,
-attention output and MLP at the answer position only), filters with multi-tensor ops, and never syncs
-between evaluations.
+modular: the straightforward version is what one writes first: nn.MultiheadAttention over every
+position of every layer (logits for all positions, the last one kept), a per-parameter Python EMA loop,
+and an `.item()` per batch for logging. grokrun computes only what the loss needs (the last layer's
+queries, attention output and MLP at the answer position only), filters with multi-tensor ops, and
+never syncs between evaluations.
 
-    python scripts/bench_train.py [--device cpu] [--steps 30] [--rounds 5] [--dtype float32]
+mnist: the published setup (MLP 784-200-200-10, batch 200, MSE, EMA). Straightforward is the Omnigrok
+script's loop: a torch DataLoader over torchvision's MNIST with ToTensor (a PIL image per example per
+step), the same per-parameter EMA loop and `.item()`. grokrun keeps the 1,000 images on the device as one
+tensor and indexes batches. The data need not be real MNIST for timing: without --data-dir, IDX files of
+MNIST's sizes filled with random pixels are written to a temporary folder.
+
+    python scripts/bench_train.py [--task modular|mnist] [--device cpu] [--steps 30] [--rounds 5] [--dtype float32]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import struct
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +34,7 @@ from grokrun.engine import make_optimizer, pick_device
 from grokrun.filters import EMAFilter
 from grokrun.measure import synchronize
 from grokrun.tasks import task_module
+from grokrun.tasks.mnist import mlp
 
 from bench_filters import PlainEMA
 
@@ -58,48 +68,125 @@ class PlainDecoder(nn.Module):
         return self.head(self.ln_f(h))[:, -1]  # every position computed, the last one used
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    ap.add_argument("--steps", type=int, default=30, help="steps per timed block")
-    ap.add_argument("--rounds", type=int, default=5, help="interleaved blocks per implementation")
-    args = ap.parse_args()
-    device = pick_device(args.device)
+def setup_modular(args, device, autocast):
     cfg = resolve(None, {"task": "modular", "filter.name": "ema", "device": args.device})
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.dtype == "bfloat16"
-                else torch.autocast(device.type, enabled=False))
     torch.manual_seed(0)
     task = task_module("modular").build(cfg, device, torch.float32)
     x, y = task.data["train"]
     vocab = task.model.head.out_features
     plain = PlainDecoder(vocab).to(device)
     assert sum(p.numel() for p in plain.parameters()) == sum(p.numel() for p in task.model.parameters())
-
-    ours = dict(model=task.model, filter=EMAFilter(0.98, 2.0))
-    ours["opt"] = make_optimizer(cfg.optim, list(task.model.parameters()))
-    theirs = dict(model=plain, filter=PlainEMA(0.98, 2.0))
-    theirs["opt"] = make_optimizer(cfg.optim, list(plain.parameters()))
+    ours_opt = make_optimizer(cfg.optim, list(task.model.parameters()))
+    ours_filter = EMAFilter(0.98, 2.0)
+    plain_opt = make_optimizer(cfg.optim, list(plain.parameters()))
+    plain_filter = PlainEMA(0.98, 2.0)
     logged = []
 
     def step_ours():
         idx = task.batches.next()
         with autocast:
             loss = task.loss(idx)
-        ours["opt"].zero_grad(set_to_none=True)
+        ours_opt.zero_grad(set_to_none=True)
         loss.backward()
-        ours["filter"].apply(task.model.parameters())
-        ours["opt"].step()
+        ours_filter.apply(task.model.parameters())
+        ours_opt.step()
 
     def step_plain():
         idx = task.batches.next()
         with autocast:
             loss = F.cross_entropy(plain(x[idx]), y[idx])
-        theirs["opt"].zero_grad(set_to_none=True)
+        plain_opt.zero_grad(set_to_none=True)
         loss.backward()
-        theirs["filter"].apply(list(plain.parameters()))
-        theirs["opt"].step()
+        plain_filter.apply(list(plain.parameters()))
+        plain_opt.step()
         logged.append(loss.item())  # the per-batch host sync of a typical loop
+
+    return cfg, step_ours, step_plain
+
+
+def write_random_mnist(root: Path) -> None:
+    """IDX files of MNIST's sizes (60,000 and 10,000 images), random pixels: enough to time a step."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    g = torch.Generator().manual_seed(0)
+    for prefix, n in (("train", 60_000), ("t10k", 10_000)):
+        for kind, shape in (("images", (n, 28, 28)), ("labels", (n,))):
+            data = torch.randint(0, 256 if kind == "images" else 10, shape, generator=g, dtype=torch.uint8)
+            with open(raw / f"{prefix}-{kind}-idx{len(shape)}-ubyte", "wb") as f:
+                f.write(struct.pack(">BBBB", 0, 0, 0x08, len(shape)) + struct.pack(f">{len(shape)}I", *shape))
+                f.write(data.numpy().tobytes())
+
+
+def setup_mnist(args, device, autocast):
+    from torch.utils.data import DataLoader, Subset
+    from torchvision.datasets import MNIST
+    from torchvision.transforms import ToTensor
+
+    data_dir = args.data_dir
+    if data_dir is None:
+        args.tmp = tempfile.TemporaryDirectory()  # removed when the script exits
+        data_dir = args.tmp.name
+        write_random_mnist(Path(data_dir))
+    cfg = resolve(None, {"task": "mnist", "filter.name": "ema", "device": args.device, "*.data_dir": data_dir,
+                         "*.download": False})
+    torch.manual_seed(0)
+    task = task_module("mnist").build(cfg, device, torch.float32)
+    m = cfg.mnist
+    plain = mlp(m.depth, m.width, m.activation)
+    with torch.no_grad():
+        for p in plain.parameters():
+            p.mul_(m.init_scale)
+    plain = nn.Sequential(nn.Flatten(), *plain).to(device)
+    subset = Subset(MNIST(data_dir, train=True, transform=ToTensor()), range(m.train_points))
+    loader = DataLoader(subset, batch_size=cfg.train.batch_size, shuffle=True)
+    one_hots = torch.eye(10, device=device)
+    batches = iter(())
+    ours_opt = make_optimizer(cfg.optim, list(task.model.parameters()))
+    plain_opt = make_optimizer(cfg.optim, list(plain.parameters()))
+    ours_filter, plain_filter = EMAFilter(0.8, 0.1), PlainEMA(0.8, 0.1)
+    logged = []
+
+    def step_ours():
+        idx = task.batches.next()
+        with autocast:
+            loss = task.loss(idx)
+        ours_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        ours_filter.apply(task.model.parameters())
+        ours_opt.step()
+
+    def step_plain():
+        nonlocal batches
+        try:
+            x, labels = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            x, labels = next(batches)
+        with autocast:
+            loss = F.mse_loss(plain(x.to(device)), one_hots[labels.to(device)])
+        plain_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        plain_filter.apply(list(plain.parameters()))
+        plain_opt.step()
+        logged.append(loss.item())
+
+    return cfg, step_ours, step_plain
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", default="modular", choices=["modular", "mnist"])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--data-dir", default=None, help="mnist: a folder with MNIST/raw (default: random IDX files)")
+    ap.add_argument("--steps", type=int, default=30, help="steps per timed block")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved blocks per implementation")
+    args = ap.parse_args()
+    device = pick_device(args.device)
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.dtype == "bfloat16"
+                else torch.autocast(device.type, enabled=False))
+    setup = {"modular": setup_modular, "mnist": setup_mnist}[args.task]
+    cfg, step_ours, step_plain = setup(args, device, autocast)
 
     runs = {"grokrun": step_ours, "straightforward": step_plain}
     ms: dict[str, list[float]] = {name: [] for name in runs}
@@ -115,7 +202,7 @@ def main() -> None:
             synchronize(device)
             ms[name].append((time.perf_counter() - t0) * 1e3 / args.steps)
     med = {name: statistics.median(v) for name, v in ms.items()}
-    print(f"modular step, batch {cfg.train.batch_size}, {args.dtype}, device {device}, "
+    print(f"{args.task} step, batch {cfg.train.batch_size}, {args.dtype}, device {device}, "
           f"{torch.get_num_threads()} threads; median of {args.rounds} blocks of {args.steps} steps")
     for name, v in med.items():
         print(f"  {name:16}{v:8.2f} ms/step")

@@ -7,11 +7,13 @@ import pytest
 
 
 def write_run(path, *, seed=0, filter="none", task="modular", val_acc=None, val_loss=None, steps=None,
-              status="completed", wall_per_step=0.01, ms_per_step=10.0, peak=100.0, summary=True, settings=None):
+              status="completed", wall_per_step=0.01, ms_per_step=10.0, peak=100.0, summary=True, settings=None,
+              weight_norm=None):
     """A run evaluated at steps 0, 100, 200, ...: ``val_acc``/``val_loss`` list one value per evaluation.
 
     Training accuracy is 1.0 after step 0 and train loss a tenth of val loss. ``steps`` defaults to the last
     evaluated step; ``summary=False`` leaves the run without summary.json (crashed or still running).
+    ``weight_norm`` (one value per evaluation) adds that column, as runs since the MNIST task have it.
     """
     n = len(val_acc if val_acc is not None else val_loss)
     val_loss = val_loss if val_loss is not None else [1.0 - 0.9 * a for a in val_acc]
@@ -31,12 +33,16 @@ def write_run(path, *, seed=0, filter="none", task="modular", val_acc=None, val_
         section, name = key.split(".")
         config[section][name] = value
     (path / "config.json").write_text(json.dumps(config))
+    columns = ["step", "wall_s", "train_loss", "train_acc", "val_loss", "val_acc"]
+    if weight_norm is not None:
+        columns.append("weight_norm")
+        for r, norm in zip(rows, weight_norm):
+            r["weight_norm"] = norm
     with open(path / "metrics.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["step", "wall_s", "train_loss", "train_acc", "val_loss", "val_acc"])
+        w.writerow(columns)
         for r in rows:
-            w.writerow(["" if r[k] is None else r[k] for k in ("step", "wall_s", "train_loss", "train_acc",
-                                                                 "val_loss", "val_acc")])
+            w.writerow(["" if r[k] is None else r[k] for k in columns])
     if summary:
         last = steps if steps is not None else rows[-1]["step"]
         (path / "summary.json").write_text(json.dumps({

@@ -71,9 +71,17 @@ def test_run_directory_contract(tmp_path):
     assert path.name == "modular-ma-seed0"
     assert sorted(p.name for p in path.iterdir()) == ["config.json", "metrics.csv", "summary.json"]
     rows = metrics(path, drop=())
-    assert list(rows[0]) == ["step", "wall_s", "train_loss", "train_acc", "val_loss", "val_acc"]
+    assert list(rows[0]) == ["step", "wall_s", "train_loss", "train_acc", "val_loss", "val_acc", "weight_norm"]
     assert [int(r["step"]) for r in rows] == [0, 5, 10, 12]  # step 0, every 5, and the last step
     config = json.loads((path / "config.json").read_text())
+    # weight_norm at step 0: the L2 norm of all initial parameters, computed here by hand
+    from grokrun.config import resolve
+    from grokrun.tasks import task_module
+
+    model = task_module("modular").build(resolve(path / "config.json", {}), torch.device("cpu"), torch.float32).model
+    by_hand = sum(float((p.detach().double() ** 2).sum()) for p in model.parameters()) ** 0.5
+    assert float(rows[0]["weight_norm"]) == pytest.approx(by_hand, rel=1e-6)
+    assert float(rows[-1]["weight_norm"]) != float(rows[0]["weight_norm"])
     assert config["filter"] == {"name": "ma", "alpha": 0.98, "lamb": 5.0, "window_size": 5,
                                 "filter_type": "mean", "warmup": True, "start": 0}
     assert config["modular"]["p"] == 23 and "mnist" not in config

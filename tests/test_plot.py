@@ -26,6 +26,7 @@ def test_accuracy_runs_get_curves_and_an_overlay(tmp_path, make_run):
     assert report.runs == 6 and report.warnings == []
     for run in tmp_path.glob("*-seed*"):
         assert is_image(run / "accuracy.png") and is_image(run / "loss.png")
+        assert not (run / "weight_norm.png").exists()  # these runs have no weight_norm column
     assert report.overlays == [tmp_path / "comparison.png"] and is_image(tmp_path / "comparison.png")
 
 
@@ -90,3 +91,16 @@ def test_cli_errors(args, message, tmp_path, monkeypatch):
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output
     assert result.stderr.strip() == f"error: {message}"
+
+
+def test_weight_norm_is_drawn_when_the_run_has_it(tmp_path, make_run):
+    for seed in range(2):
+        make_run(tmp_path / f"ema-seed{seed}", seed=seed, filter="ema", val_acc=[0.0, 0.5, 0.96],
+                 weight_norm=[90.0, 60.0 + seed, 30.0])
+    report = plot_path(tmp_path)
+    assert sorted(p.name for p in report.figures if p.parent.name == "ema-seed0") == [
+        "accuracy.png", "loss.png", "weight_norm.png"]
+    assert is_image(tmp_path / "ema-seed0" / "weight_norm.png") and is_image(tmp_path / "comparison.png")
+    steps, median, low, high = _band([read_run(tmp_path / f"ema-seed{s}") for s in range(2)], "weight_norm")
+    np.testing.assert_allclose(median, [60.5, 30.0])
+    np.testing.assert_allclose(high, [61.0, 30.0])

@@ -10,6 +10,7 @@ from types import ModuleType
 
 TASKS = {
     "modular": "grokrun.tasks.modular",
+    "mnist": "grokrun.tasks.mnist",
 }
 
 

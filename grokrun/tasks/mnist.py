@@ -1,0 +1,116 @@
+"""MNIST with 1,000 training images and a large initialization: the Omnigrok / Grokfast MLP setup.
+
+    grokrun train --task mnist --filter ema
+
+An MLP whose initial weights are all multiplied by 8 memorizes its 1,000 images first and
+generalizes much later (Liu et al. 2023, "Omnigrok"). The images come from torchvision's MNIST files;
+all of them are kept on the device as one tensor per split, so a step is two indexing ops and the MLP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+from urllib.error import URLError
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from grokrun.config import ConfigError, MnistConfig
+from grokrun.tasks.base import EpochBatches, Task, fork_global_generator
+
+FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid}
+LOSSES = ("mse", "ce")
+
+
+def validate(cfg: MnistConfig) -> None:
+    if cfg.activation not in ACTIVATIONS:
+        raise ConfigError(f"unknown activation {cfg.activation!r}; choose one of: {', '.join(ACTIVATIONS)}")
+    if cfg.loss not in LOSSES:
+        raise ConfigError(f"unknown loss {cfg.loss!r}; choose one of: {', '.join(LOSSES)}")
+    for flag, value in (("train-points", cfg.train_points), ("depth", cfg.depth), ("width", cfg.width)):
+        if value < 1:
+            raise ConfigError(f"--{flag} must be >= 1, got {value}")
+    if cfg.train_points > 60_000:
+        raise ConfigError(f"--train-points must be <= 60000 (the MNIST training set), got {cfg.train_points}")
+    if not cfg.init_scale > 0:
+        raise ConfigError(f"--init-scale must be > 0, got {cfg.init_scale}")
+
+
+def load(data_dir: str, download: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Training and test images (uint8, N x 28 x 28) and labels, through torchvision's MNIST reader."""
+    from torchvision.datasets import MNIST
+
+    raw = Path(data_dir) / "MNIST" / "raw"
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # torchvision narrates each mirror it tries
+            train = MNIST(data_dir, train=True, download=download)
+            test = MNIST(data_dir, train=False, download=download)
+    except (RuntimeError, URLError, OSError) as e:
+        why = "and could not be downloaded" if download else "(--no-download)"
+        raise ConfigError(f"MNIST is not in {raw} {why}: place {', '.join(FILES)} there "
+                          f"(gunzipped, from {MNIST.mirrors[0]})") from e
+    except (ValueError, AssertionError, IndexError) as e:  # a file that is there but is not IDX
+        raise ConfigError(f"cannot read the MNIST files in {raw} ({e or type(e).__name__}); "
+                          "delete them to download them again") from e
+    return train.data, train.targets, test.data, test.targets
+
+
+def mlp(depth: int, width: int, activation: str) -> nn.Sequential:
+    """784 -> width -> ... -> 10: ``depth`` linear maps with the activation between them."""
+    layers: list[nn.Module] = []
+    d_in = 28 * 28
+    for _ in range(depth - 1):
+        layers += [nn.Linear(d_in, width), ACTIVATIONS[activation]()]
+        d_in = width
+    layers.append(nn.Linear(d_in, 10))
+    return nn.Sequential(*layers)
+
+
+class MnistTask(Task):
+    def __init__(self, cfg: MnistConfig, seed: int, batch_size: int, device: torch.device, dtype: torch.dtype):
+        train_x, train_y, test_x, test_y = load(cfg.data_dir, cfg.download)
+        torch.manual_seed(seed)
+        self.model = mlp(cfg.depth, cfg.width, cfg.activation)
+        with torch.no_grad():  # Omnigrok's large initialization: every parameter, biases included
+            for p in self.model.parameters():
+                p.mul_(cfg.init_scale)
+        self.model.to(device=device, dtype=dtype)
+        n = min(cfg.train_points, len(train_x))
+
+        def prepare(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+            return x.reshape(len(x), -1).to(device=device, dtype=dtype) / 255, y.to(device)
+
+        self.data = {"train": prepare(train_x[:n], train_y[:n]), "val": prepare(test_x, test_y)}
+        self.mse = cfg.loss == "mse"
+        self.batches = EpochBatches(n, batch_size, device, fork_global_generator())
+        self.title = f"mnist, {n} train points"
+
+    def _loss(self, logits: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
+        if self.mse:  # on one-hot targets, averaged over the 10 outputs too, as torch's MSELoss
+            return F.mse_loss(logits, F.one_hot(y, 10).to(logits.dtype), reduction=reduction)
+        return F.cross_entropy(logits, y, reduction=reduction)
+
+    def loss(self, idx: Tensor) -> Tensor:
+        x, y = self.data["train"]
+        return self._loss(self.model(x[idx]), y[idx])
+
+    @torch.no_grad()
+    def evaluate(self, split: str, chunk: int = 10_000) -> tuple[Tensor, Tensor]:
+        x, y = self.data[split]
+        loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
+        correct = torch.zeros((), device=x.device, dtype=torch.long)
+        for i in range(0, len(x), chunk):
+            logits = self.model(x[i:i + chunk]).float()
+            loss_sum += self._loss(logits, y[i:i + chunk], reduction="sum")
+            correct += (logits.argmax(-1) == y[i:i + chunk]).sum()
+        per_example = len(x) * (10 if self.mse else 1)
+        return loss_sum / per_example, correct.double() / len(x)
+
+
+def build(cfg, device: torch.device, dtype: torch.dtype) -> MnistTask:
+    """The task for a resolved RunConfig."""
+    return MnistTask(cfg.mnist, cfg.seed, cfg.train.batch_size, device, dtype)

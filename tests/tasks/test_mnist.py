@@ -1,0 +1,158 @@
+"""The MNIST task offline: small IDX files in torchvision's raw layout, written by the tests."""
+
+import csv
+import json
+import struct
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from grokrun.cli import app
+from grokrun.config import resolve
+from grokrun.engine import eval_steps
+from grokrun.tasks.mnist import FILES, mlp
+
+runner = CliRunner()
+
+
+def write_idx(path, data: torch.Tensor) -> None:
+    """IDX as in the MNIST distribution: magic (0, 0, uint8 type 0x08, number of dims), big-endian sizes."""
+    with open(path, "wb") as f:
+        f.write(struct.pack(">BBBB", 0, 0, 0x08, data.dim()))
+        f.write(struct.pack(f">{data.dim()}I", *data.shape))
+        f.write(data.to(torch.uint8).numpy().tobytes())
+
+
+def synthetic_mnist(root, n_train=600, n_test=400, seed=0):
+    """Digits drawn as a bright 6x6 square whose place depends on the label, over noise: learnable, not trivial."""
+    g = torch.Generator().manual_seed(seed)
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = torch.randint(0, 10, (n,), generator=g)
+        images = torch.randint(0, 90, (n, 28, 28), generator=g)
+        for i, c in enumerate(labels.tolist()):
+            r, k = 2 + (c // 5) * 13, 1 + (c % 5) * 5
+            images[i, r:r + 6, k:k + 6] = 255
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    return root
+
+
+def train(tmp_path, *args):
+    result = runner.invoke(app, ["train", "--task", "mnist", "--out", str(tmp_path / "runs"), "--quiet", *args])
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def test_mnist_learns_from_idx_files_end_to_end(tmp_path):
+    data = synthetic_mnist(tmp_path / "data")
+    # The published EMA settings (init x8, MSE, weight decay 2) reach 95% at about step 410 (seeds 0-2, CPU).
+    result = train(tmp_path, "--data-dir", str(data), "--no-download", "--train-points", "200", "--max-steps", "600",
+                   "--filter", "ema")
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / "mnist-ema-seed0"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["best_val_acc"] >= 0.95  # chance is 0.1
+    with open(run / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["step", "wall_s", "train_loss", "train_acc", "val_loss", "val_acc", "weight_norm"]
+    assert all(float(r["weight_norm"]) > 0 for r in rows)
+    # dense early, log-spaced later: every step to 29, every 10th to 140, then log-spaced from 150 to 600
+    steps = [int(r["step"]) for r in rows]
+    assert steps[:31] == list(range(31)) and steps[31:42] == list(range(40, 150, 10)) and steps[-1] == 600
+    config = json.loads((run / "config.json").read_text())
+    assert config["mnist"]["train_points"] == 200 and config["optim"]["name"] == "adamw"
+    assert (config["filter"]["alpha"], config["filter"]["lamb"], config["optim"]["weight_decay"]) == (0.8, 0.1, 2.0)
+    assert "modular" not in config
+
+
+def test_missing_data_names_the_folder_and_the_files(tmp_path):
+    result = train(tmp_path, "--data-dir", str(tmp_path / "nowhere"), "--no-download")
+    assert result.exit_code == 2
+    line = result.stderr.strip()
+    assert line == (f"error: MNIST is not in {tmp_path / 'nowhere' / 'MNIST' / 'raw'} (--no-download): place "
+                    f"{', '.join(FILES)} there (gunzipped, from https://ossci-datasets.s3.amazonaws.com/mnist/)")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_corrupt_file_is_one_clear_line(tmp_path):
+    data = synthetic_mnist(tmp_path / "data", n_train=20, n_test=20)
+    (data / "MNIST" / "raw" / "t10k-images-idx3-ubyte").write_bytes(b"not an idx file")
+    result = train(tmp_path, "--data-dir", str(data), "--no-download")
+    assert result.exit_code == 2
+    assert result.stderr.strip().startswith(f"error: cannot read the MNIST files in {data / 'MNIST' / 'raw'}")
+
+
+def test_model_is_the_published_mlp_with_scaled_initialization():
+    torch.manual_seed(0)
+    reference = mlp(3, 200, "relu")
+    assert [tuple(p.shape) for p in reference.parameters()] == [(200, 784), (200,), (200, 200), (200,), (10, 200), (10,)]
+    assert [type(m).__name__ for m in reference] == ["Linear", "ReLU", "Linear", "ReLU", "Linear"]
+
+
+def test_published_defaults_and_presets():
+    base = resolve(None, {"task": "mnist"})
+    assert (base.optim.name, base.optim.lr, base.optim.beta2, base.optim.weight_decay, base.optim.warmup_steps) == (
+        "adamw", 1e-3, 0.999, 0.01, 0)
+    assert (base.train.batch_size, base.train.max_steps, base.train.eval_schedule) == (200, 100_000, "log")
+    m = base.mnist
+    assert (m.train_points, m.depth, m.width, m.activation, m.init_scale, m.loss) == (1000, 3, 200, "relu", 8.0, "mse")
+    ema = resolve(None, {"task": "mnist", "filter.name": "ema"})
+    assert (ema.filter.alpha, ema.filter.lamb, ema.optim.weight_decay) == (0.8, 0.1, 2.0)
+
+
+def test_log_schedule_by_hand():
+    cfg = resolve(None, {"task": "mnist", "train.max_steps": 100_000}).train
+    steps = sorted(eval_steps(cfg, steps_per_epoch=5))
+    assert steps[:29] == list(range(1, 30)) and steps[29:41] == list(range(30, 150, 10))
+    log_part = steps[41:]
+    assert log_part[0] == 150 and log_part[-1] == 100_000 and len(log_part) == 150
+    ratios = [b / a for a, b in zip(log_part, log_part[1:])]
+    assert max(ratios) / min(ratios) < 1.02  # evenly spaced in log(step), up to rounding
+    cfg.eval_schedule, cfg.eval_every = "linear", 0
+    assert sorted(eval_steps(cfg, steps_per_epoch=5))[:3] == [5, 10, 15]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--activation", "swish"], "unknown activation 'swish'; choose one of: relu, tanh, gelu, sigmoid"),
+    (["--loss", "l1"], "unknown loss 'l1'; choose one of: mse, ce"),
+    (["--init-scale", "0"], "--init-scale must be > 0, got 0.0"),
+    (["--train-points", "0"], "--train-points must be >= 1, got 0"),
+    (["--filter", "ma"], "unknown filter 'ma'; choose one of: none, ema"),
+    (["--op", "add"], "--op does not apply to task mnist"),
+    (["--eval-schedule", "cosine"], "unknown eval schedule 'cosine'; choose one of: linear, log"),
+])
+def test_bad_input(args, message, tmp_path):
+    result = train(tmp_path, "--no-download", *args)
+    assert result.exit_code == 2 and result.stderr.strip() == f"error: {message}", result.output
+
+
+def test_failed_download_is_one_clear_line(tmp_path, monkeypatch):
+    from torchvision.datasets import MNIST
+
+    monkeypatch.setattr(MNIST, "mirrors", ["http://127.0.0.1:9/"])  # refused at once, like a machine offline
+    result = train(tmp_path, "--data-dir", str(tmp_path / "data"))
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"error: MNIST is not in {tmp_path / 'data' / 'MNIST' / 'raw'} and could not be downloaded: place "
+        "train-images-idx3-ubyte, ")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_compare_and_plot_work_for_mnist(tmp_path):
+    data = synthetic_mnist(tmp_path / "data")
+    out = tmp_path / "cmp"
+    result = runner.invoke(app, ["compare", "--task", "mnist", "--filter", "ema", "--data-dir", str(data),
+                                 "--no-download", "--train-points", "200", "--max-steps", "600", "--seeds", "0",
+                                 "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    with open(out / "comparison.csv", newline="") as f:
+        rows = {r["variant"]: r for r in csv.DictReader(f)}
+    assert list(rows) == ["baseline", "ema"]
+    assert rows["ema"]["reached"] == "1" and rows["baseline"]["reached"] == "0"  # the filter groks, in time
+    assert float(rows["ema"]["speedup_steps_lo"]) > 1
+    plotted = runner.invoke(app, ["plot", str(out)])
+    assert plotted.exit_code == 0 and (out / "ema-seed0" / "weight_norm.png").is_file()
