@@ -57,6 +57,8 @@ class OptimConfig:
     """Weight decay."""
     warmup_steps: int = 10
     """Linear learning-rate warmup over the first N updates, as published: update k runs at (k-1)/N of the rate."""
+    clip_grad: float = 0.0
+    """Clip the gradient's total L2 norm to this before the filter sees it (0 = no clipping)."""
 
 
 @dataclass
@@ -114,6 +116,32 @@ class MnistConfig:
 
 
 @dataclass
+class ImdbConfig:
+    data_dir: str = "data"
+    """Dataset folder (the Stanford archive is extracted to <data-dir>/aclImdb)."""
+    download: bool = True
+    """Download the dataset when it is missing."""
+    data_file: str = ""
+    """A CSV with columns review,sentiment (positive | negative), as the Grokfast script reads; replaces the archive."""
+    size: int = 1000
+    """Reviews: a seeded, label-balanced sample of the archive's train split, or the CSV's first N rows."""
+    train_frac: float = 0.75
+    """Fraction used for training, in (0, 1); the split is seeded and stratified by label."""
+    vocab_size: int = 1000
+    """Most frequent training words kept (id 0 is padding)."""
+    seq_len: int = 500
+    """Tokens per review: left-padded, or cut to the first N."""
+    embedding_dim: int = 64
+    """Word embedding size."""
+    width: int = 256
+    """LSTM hidden size."""
+    layers: int = 2
+    """LSTM layers."""
+    init_scale: float = 6.0
+    """Every initial parameter is multiplied by this."""
+
+
+@dataclass
 class RunConfig:
     task: str = "modular"
     """Task to train."""
@@ -132,10 +160,11 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     modular: ModularConfig = field(default_factory=ModularConfig)
     mnist: MnistConfig = field(default_factory=MnistConfig)
+    imdb: ImdbConfig = field(default_factory=ImdbConfig)
 
 
 SECTIONS = {f.name: f.default_factory for f in fields(RunConfig) if f.default_factory is not dataclasses.MISSING}
-TASK_SECTIONS = ("modular", "mnist")  # sections that belong to one task; only the active one is saved
+TASK_SECTIONS = ("modular", "mnist", "imdb")  # sections that belong to one task; only the active one is saved
 _SHARED = tuple(s for s in SECTIONS if s not in TASK_SECTIONS)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("float32", "float64", "bfloat16")
@@ -149,6 +178,10 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     # Omnigrok's MNIST script: AdamW with torch's default betas, no warmup; evaluations dense early.
     "mnist": {"optim.name": "adamw", "optim.beta2": 0.999, "optim.weight_decay": 0.01, "optim.warmup_steps": 0,
               "train.batch_size": 200, "train.max_steps": 100_000, "train.eval_schedule": "log"},
+    # Grokfast's IMDb script: AdamW with torch's default betas, gradient norm clipped at 5.
+    "imdb": {"optim.name": "adamw", "optim.lr": 3e-4, "optim.beta2": 0.999, "optim.weight_decay": 1.0,
+             "optim.warmup_steps": 0, "optim.clip_grad": 5.0, "train.batch_size": 50, "train.max_steps": 10_000,
+             "train.eval_schedule": "log"},
 }
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "modular": {
@@ -159,6 +192,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "mnist": {
         "none": {},  # the baseline groks at ~44k steps
         "ema": {"filter.alpha": 0.8, "filter.lamb": 0.1, "optim.weight_decay": 2.0},
+    },
+    "imdb": {
+        "none": {},
+        "ema": {"filter.alpha": 0.98, "filter.lamb": 2.0, "optim.weight_decay": 10.0},
     },
 }
 
@@ -215,7 +252,7 @@ def flags() -> list[Flag]:
             seen[name] = len(out)
             panel = "Task" if task_option else section.capitalize()
             out.append(Flag(name, f"*.{f.name}" if task_option else key, _base_type(f.type), docs[f.name],
-                            panel, f.default))
+                            panel, None if f.default == "" else f.default))
     for name, defaults in task_defaults.items():  # each task option names its tasks, and their defaults
         flag = out[seen[name]]
         tasks = ", ".join(d.partition(": ")[0] for d in defaults)
@@ -357,6 +394,7 @@ def validate(cfg: RunConfig) -> None:
     _check_range("beta2", 0.0 <= o.beta2 < 1.0, "in [0, 1)", o.beta2)
     _check_range("weight-decay", o.weight_decay >= 0, ">= 0", o.weight_decay)
     _check_range("warmup-steps", o.warmup_steps >= 0, ">= 0", o.warmup_steps)
+    _check_range("clip-grad", o.clip_grad >= 0, ">= 0 (0 = no clipping)", o.clip_grad)
     _check_range("batch-size", t.batch_size >= 1, ">= 1", t.batch_size)
     _check_range("max-steps", t.max_steps >= 1, ">= 1", t.max_steps)
     _check_range("eval-every", t.eval_every >= 0, ">= 0 (0 = once per epoch)", t.eval_every)

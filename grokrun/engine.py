@@ -130,6 +130,8 @@ def train(cfg: RunConfig, quiet: bool = False, console: Console | None = None) -
                     loss = task.loss(idx)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if cfg.optim.clip_grad:  # before the filter, as the Grokfast IMDb script; no host sync
+                    torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad)
                 grad_filter.apply(params, amplify=step > cfg.filter.start)
                 optimizer.step()
                 scheduler.step()

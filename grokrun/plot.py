@@ -40,6 +40,10 @@ def describe_task(config: dict[str, Any]) -> str:
         return (f"mnist: {section.get('train_points', 0):,} train images, MLP {section.get('depth')}×"
                 f"{section.get('width')} {section.get('activation')}, init ×{section.get('init_scale', 0):g}, "
                 f"{section.get('loss')}")
+    if task == "imdb":
+        source = Path(section["data_file"]).name if section.get("data_file") else "aclImdb"
+        return (f"imdb: {section.get('size', 0):,} reviews ({source}), LSTM {section.get('layers')}×"
+                f"{section.get('width')}, init ×{section.get('init_scale', 0):g}")
     return task
 
 

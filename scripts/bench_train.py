@@ -13,7 +13,11 @@ step), the same per-parameter EMA loop and `.item()`. grokrun keeps the 1,000 im
 tensor and indexes batches. The data need not be real MNIST for timing: without --data-dir, IDX files of
 MNIST's sizes filled with random pixels are written to a temporary folder.
 
-    python scripts/bench_train.py [--task modular|mnist] [--device cpu] [--steps 30] [--rounds 5] [--dtype float32]
+imdb: the published setup (2-layer LSTM 256, 500 tokens, batch 50, EMA, clipping at 5) on 1,000 reviews of
+random words. Straightforward is the Grokfast script's step: a DataLoader over a TensorDataset, the linear
+unit applied at every position, `.item()`; grokrun indexes batches on the device and reads the last position.
+
+    python scripts/bench_train.py [--task modular|mnist|imdb] [--device cpu] [--steps 30] [--rounds 5] [--dtype float32]
 """
 
 from __future__ import annotations
@@ -173,9 +177,86 @@ def setup_mnist(args, device, autocast):
     return cfg, step_ours, step_plain
 
 
+def setup_imdb(args, device, autocast):
+    import csv
+    import random
+
+    from torch.utils.data import DataLoader, TensorDataset
+
+    args.tmp = tempfile.TemporaryDirectory()
+    path = Path(args.tmp.name) / "reviews.csv"
+    rng = random.Random(0)
+    lexicon = [f"w{i}" for i in range(3000)]
+    with open(path, "w", newline="") as f:  # 1,000 reviews of 300 random words: the step cost is the same
+        w = csv.writer(f)
+        w.writerow(["review", "sentiment"])
+        for i in range(1000):
+            w.writerow([" ".join(rng.choices(lexicon, k=300)), "positive" if i % 2 else "negative"])
+    cfg = resolve(None, {"task": "imdb", "filter.name": "ema", "device": args.device, "*.data_file": str(path)})
+    torch.manual_seed(0)
+    task = task_module("imdb").build(cfg, device, torch.float32)
+    i = cfg.imdb
+    x, y = (t.cpu() for t in task.data["train"])
+
+    class PublishedLSTM(nn.Module):  # the script's model: the linear unit on every position, the last kept
+        def __init__(self):
+            super().__init__()
+            self.embedding = nn.Embedding(i.vocab_size + 1, i.embedding_dim)
+            self.lstm = nn.LSTM(i.embedding_dim, i.width, num_layers=i.layers, batch_first=True)
+            self.fc = nn.Linear(i.width, 1)
+
+        def forward(self, x, hidden):
+            out, hidden = self.lstm(self.embedding(x), hidden)
+            p = torch.sigmoid(self.fc(out.contiguous().view(-1, i.width))).view(x.shape[0], -1)
+            return p[:, -1], hidden
+
+    plain = PublishedLSTM()
+    with torch.no_grad():
+        for p in plain.parameters():
+            p.mul_(i.init_scale)
+    plain.to(device)
+    loader = DataLoader(TensorDataset(x, y), batch_size=cfg.train.batch_size, shuffle=True)
+    batches = iter(())
+    ours_opt = make_optimizer(cfg.optim, list(task.model.parameters()))
+    plain_opt = make_optimizer(cfg.optim, list(plain.parameters()))
+    ours_filter, plain_filter = EMAFilter(0.98, 2.0), PlainEMA(0.98, 2.0)
+    logged = []
+
+    def step_ours():
+        idx = task.batches.next()
+        with autocast:
+            loss = task.loss(idx)
+        ours_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(task.model.parameters(), cfg.optim.clip_grad)
+        ours_filter.apply(task.model.parameters())
+        ours_opt.step()
+
+    def step_plain():
+        nonlocal batches
+        try:
+            xb, yb = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            xb, yb = next(batches)
+        xb, yb = xb.to(device), yb.to(device)
+        h = tuple(torch.zeros(i.layers, len(xb), i.width, device=device) for _ in range(2))
+        with autocast:
+            p, _ = plain(xb, h)
+            loss = F.binary_cross_entropy(p.float(), yb)
+        plain_opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(plain.parameters(), cfg.optim.clip_grad)
+        plain_filter.apply(list(plain.parameters()))
+        plain_opt.step()
+        logged.append(loss.item())
+
+    return cfg, step_ours, step_plain
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--task", default="modular", choices=["modular", "mnist"])
+    ap.add_argument("--task", default="modular", choices=["modular", "mnist", "imdb"])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--data-dir", default=None, help="mnist: a folder with MNIST/raw (default: random IDX files)")
@@ -185,13 +266,13 @@ def main() -> None:
     device = pick_device(args.device)
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.dtype == "bfloat16"
                 else torch.autocast(device.type, enabled=False))
-    setup = {"modular": setup_modular, "mnist": setup_mnist}[args.task]
+    setup = {"modular": setup_modular, "mnist": setup_mnist, "imdb": setup_imdb}[args.task]
     cfg, step_ours, step_plain = setup(args, device, autocast)
 
     runs = {"grokrun": step_ours, "straightforward": step_plain}
     ms: dict[str, list[float]] = {name: [] for name in runs}
     for fn in runs.values():  # warm-up
-        for _ in range(5):
+        for _ in range(min(5, args.steps)):
             fn()
     for _ in range(args.rounds):
         for name, fn in runs.items():

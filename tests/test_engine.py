@@ -179,11 +179,24 @@ def test_no_host_sync_between_evaluations(tmp_path, monkeypatch):
             return _original(self, *a, **k)
 
         monkeypatch.setattr(torch.Tensor, name, counted)
-    result = run(tmp_path, "--filter", "ema", "--max-steps", "100", "--eval-every", "50")
+    result = run(tmp_path, "--filter", "ema", "--max-steps", "100", "--eval-every", "50", "--clip-grad", "1.0")
     assert result.exit_code == 0, result.output
     steps_run = 100
     evaluations = 3  # steps 0, 50 and 100
     assert counts["n"] <= 3 * evaluations < steps_run
+
+
+def test_clip_grad_bounds_each_update(tmp_path):
+    # SGD without momentum moves each weight by lr x grad, so clipping the gradient's norm to c bounds each
+    # step's move to lr x c: the parameter norm can change by at most steps x lr x c over the run.
+    args = ("--optimizer", "sgd", "--beta1", "0", "--weight-decay", "0", "--lr", "0.1", "--warmup-steps", "0",
+            "--max-steps", "20", "--eval-every", "20")
+    clipped = run_dir_of(run(tmp_path, *args, "--clip-grad", "1e-3", "--name", "clipped"))
+    free = run_dir_of(run(tmp_path, *args, "--name", "free"))
+    norms = {p.name: [float(r["weight_norm"]) for r in metrics(p)] for p in (clipped, free)}
+    assert norms["clipped"][0] == norms["free"][0]
+    assert abs(norms["clipped"][-1] - norms["clipped"][0]) <= 20 * 0.1 * 1e-3 * 1.0001
+    assert abs(norms["free"][-1] - norms["free"][0]) > 20 * 0.1 * 1e-3
 
 
 def test_warmup_factor():

@@ -11,6 +11,7 @@ from types import ModuleType
 TASKS = {
     "modular": "grokrun.tasks.modular",
     "mnist": "grokrun.tasks.mnist",
+    "imdb": "grokrun.tasks.imdb",
 }
 
 
