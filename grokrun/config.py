@@ -142,6 +142,22 @@ class ImdbConfig:
 
 
 @dataclass
+class Qm9Config:
+    data_dir: str = "data"
+    """Dataset folder (QM9 goes in <data-dir>/QM9)."""
+    download: bool = True
+    """Download the dataset when it is missing."""
+    size: int = 100
+    """Molecules: the first N of QM9."""
+    train_frac: float = 0.5
+    """Fraction used for training, in (0, 1); the split is seeded."""
+    target: int = 1
+    """Regression target, a column of QM9's y (0-18; 1 = isotropic polarizability alpha)."""
+    init_scale: float = 3.0
+    """Every initial parameter is multiplied by this."""
+
+
+@dataclass
 class RunConfig:
     task: str = "modular"
     """Task to train."""
@@ -161,10 +177,11 @@ class RunConfig:
     modular: ModularConfig = field(default_factory=ModularConfig)
     mnist: MnistConfig = field(default_factory=MnistConfig)
     imdb: ImdbConfig = field(default_factory=ImdbConfig)
+    qm9: Qm9Config = field(default_factory=Qm9Config)
 
 
 SECTIONS = {f.name: f.default_factory for f in fields(RunConfig) if f.default_factory is not dataclasses.MISSING}
-TASK_SECTIONS = ("modular", "mnist", "imdb")  # sections that belong to one task; only the active one is saved
+TASK_SECTIONS = ("modular", "mnist", "imdb", "qm9")  # sections that belong to one task; only the active one is saved
 _SHARED = tuple(s for s in SECTIONS if s not in TASK_SECTIONS)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("float32", "float64", "bfloat16")
@@ -182,6 +199,9 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "imdb": {"optim.name": "adamw", "optim.lr": 3e-4, "optim.beta2": 0.999, "optim.weight_decay": 1.0,
              "optim.warmup_steps": 0, "optim.clip_grad": 5.0, "train.batch_size": 50, "train.max_steps": 10_000,
              "train.eval_schedule": "log"},
+    # Grokfast's QM9 script: AdamW with torch's default betas, no weight decay; a regression (no accuracy).
+    "qm9": {"optim.name": "adamw", "optim.beta2": 0.999, "optim.weight_decay": 0.0, "optim.warmup_steps": 0,
+            "train.batch_size": 32, "train.max_steps": 100_000, "train.eval_schedule": "log"},
 }
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "modular": {
@@ -196,6 +216,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "imdb": {
         "none": {},
         "ema": {"filter.alpha": 0.98, "filter.lamb": 2.0, "optim.weight_decay": 10.0},
+    },
+    "qm9": {
+        "none": {},
+        "ema": {"filter.alpha": 0.9, "filter.lamb": 1.0, "optim.weight_decay": 0.01},
     },
 }
 

@@ -44,6 +44,11 @@ def describe_task(config: dict[str, Any]) -> str:
         source = Path(section["data_file"]).name if section.get("data_file") else "aclImdb"
         return (f"imdb: {section.get('size', 0):,} reviews ({source}), LSTM {section.get('layers')}×"
                 f"{section.get('width')}, init ×{section.get('init_scale', 0):g}")
+    if task == "qm9":
+        names = {0: "dipole moment", 1: "polarizability α", 2: "HOMO", 3: "LUMO", 4: "gap"}
+        target = section.get("target", 1)
+        return (f"qm9: {section.get('size', 0):,} molecules, {names.get(target, f'target {target}')}, "
+                f"init ×{section.get('init_scale', 0):g}")
     return task
 
 

@@ -12,6 +12,7 @@ TASKS = {
     "modular": "grokrun.tasks.modular",
     "mnist": "grokrun.tasks.mnist",
     "imdb": "grokrun.tasks.imdb",
+    "qm9": "grokrun.tasks.qm9",
 }
 
 
