@@ -75,26 +75,61 @@ ConfigOption = Annotated[Optional[Path], typer.Option(
     "--config", help="TOML preset (configs/*.toml) or a run's config.json; flags override it.",
     rich_help_panel="Run", show_default=False)]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.", rich_help_panel="Run")]
+ResumeOption = Annotated[Optional[Path], typer.Option(
+    "--resume", help="Continue an interrupted run directory from its checkpoint, to its original budget.",
+    rich_help_panel="Run", show_default=False)]
 
 
 @app.command()
 @with_config_flags()
-def train(config: ConfigOption = None, quiet: QuietOption = False, **values: Any) -> None:
+def train(config: ConfigOption = None, resume: ResumeOption = None, quiet: QuietOption = False,
+          **values: Any) -> None:
     """Train one run and write its run directory (config.json, metrics.csv, summary.json).
 
     [b]--filter ema[/b] and [b]--filter ma[/b] apply the task's published settings (configs/<task>_<filter>.toml);
     any flag given overrides them. With [b]--config[/b] the file replaces the preset. The defaults shown are
     the code's; a task's own (configs/<task>_baseline.toml) replace them.
     """
+    from grokrun.engine import StoppedAtOnce
+
     try:
-        cfg = resolve(config, overrides_from(values))
+        if resume is not None:
+            cfg = _resumable(resume, config, values)
+        else:
+            cfg = resolve(config, overrides_from(values))
         from grokrun.engine import train as run_training
 
-        run_dir, summary = run_training(cfg, quiet=quiet, console=out)
+        run_dir, summary = run_training(cfg, quiet=quiet, console=out, resume=resume)
     except ConfigError as e:
         fail(str(e))
+    except StoppedAtOnce as e:
+        err.print(f"[yellow]stopped at once[/yellow] (a second interrupt): {e.run_dir} has no summary; "
+                  f"grokrun train --resume {e.run_dir} continues from its last checkpoint")
+        raise typer.Exit(130)
     print_headline(run_dir, summary)
     raise typer.Exit(EXIT_CODES[summary["status"]])
+
+
+def _resumable(run_dir: Path, config: Optional[Path], values: dict[str, Any]):
+    """The config of a run to resume; exits 0 at once if the run has nothing left to do."""
+    import json
+
+    from grokrun.results import FINAL
+
+    given = ["--config"] * (config is not None) + [f"--{n.replace('_', '-')}" for n, v in values.items() if v is not None]
+    if given:
+        raise ConfigError(f"--resume continues a run as it was configured; drop {given[0]}")
+    if not (run_dir / "config.json").is_file():
+        raise ConfigError(f"{run_dir} is not a run directory (it has no config.json)")
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        summary = {}
+    if summary.get("status") in FINAL:
+        out.print(f"{run_dir} has already ended ({summary['status'].replace('_', ' ')} after "
+                  f"{summary.get('steps', 0):,} steps); nothing to resume")
+        raise typer.Exit(0)
+    return resolve(run_dir / "config.json", {})
 
 
 def print_headline(run_dir: Path, s: dict[str, Any]) -> None:
@@ -103,9 +138,14 @@ def print_headline(run_dir: Path, s: dict[str, Any]) -> None:
               "interrupted": "[yellow]interrupted[/yellow]", "diverged": "[red]diverged[/red]"}[s["status"]]
     out.print(f"run: {run_dir} ({status} after {s['steps']:,} steps)")
     if s["status"] == "diverged":
-        out.print("[red]the loss became non-finite[/red]; try a smaller --lamb or --lr")
+        out.print(f"[red]diverged at step {s['diverged_at']:,}[/red]: the loss or a gradient became non-finite; "
+                  "try a smaller --lamb or --lr")
+    if s["status"] == "interrupted":
+        out.print(f"checkpoint written at step {s['steps']:,}; continue with: grokrun train --resume {run_dir}")
     step95, wall95 = s["steps_to_val_acc"]["0.95"], s["wall_s_to_val_acc"]["0.95"]
-    if s["best_val_acc"] is None:
+    if s["min_val_loss"] is None:
+        head = "no finite validation loss"
+    elif s["best_val_acc"] is None:
         head = f"min val loss {s['min_val_loss']:.4g} at step {s['min_val_loss_step']:,}"
     elif step95 is None:
         head = f"95% val acc not reached in {s['steps']:,} steps (best {s['best_val_acc']:.3f})"
@@ -165,6 +205,7 @@ def compare(
         _tabulate_existing(paths, out_dir, threshold, fmt)
         return
     from grokrun import compare as cmp
+    from grokrun.engine import StoppedAtOnce
 
     try:
         if paths:
@@ -187,9 +228,11 @@ def compare(
         fail(str(e))
     cmp.write_manifest(folder, variants, seed_list)
     todo = sum(j.action != "reuse" for j in planned)
+    resumed = sum(j.action == "resume" for j in planned)
     note = " (continuing the comparison found there; --out DIR starts another)" if found else ""
     out.print(f"compare: {_count(len(variants), 'variant')} × {_count(len(seed_list), 'seed')} in {folder}{note}")
-    out.print(f"{_count(todo, 'run')} to train, {len(planned) - todo} already complete and reused")
+    out.print(f"{_count(todo - resumed, 'run')} to train, " + (f"{resumed} to resume, " if resumed else "")
+              + f"{len(planned) - todo} already complete and reused")
     done = [len(planned) - todo]
 
     def report(job, summary: dict) -> None:
@@ -205,6 +248,9 @@ def compare(
     except ConfigError as e:
         fail(str(e))
     except KeyboardInterrupt:  # between runs; a run in progress ends itself as "interrupted"
+        finished = False
+    except StoppedAtOnce as e:  # a second Ctrl-C: that run has no summary; its checkpoint remains
+        err.print(f"[yellow]stopped at once[/yellow] (a second interrupt) in {e.run_dir}")
         finished = False
     from grokrun.results import is_run_dir, read_run
 

@@ -26,7 +26,8 @@ from grokrun.config import PRESETS, ConfigError, RunConfig, resolve, to_dict
 from grokrun.results import differences, is_run_dir, read_run, variant_settings, write_json_atomic
 
 REUSABLE = ("completed", "stopped_at_target", "diverged")  # final: training it again gives the same
-_RUN_FILES = {"config.json", "metrics.csv", "summary.json", ".config.json.tmp", ".summary.json.tmp"}
+_RUN_FILES = {"config.json", "metrics.csv", "summary.json", "checkpoint.pt", ".config.json.tmp",
+              ".summary.json.tmp", ".checkpoint.pt.tmp", ".metrics.csv.tmp"}
 
 
 @dataclass
@@ -111,7 +112,7 @@ class Job:
     seed: int
     config: RunConfig
     path: Path
-    action: str  # "reuse" | "train" | "restart" (an unfinished run, trained again)
+    action: str  # "reuse" | "train" | "resume" (from its checkpoint) | "restart" (unfinished, no checkpoint)
 
 
 def plan(out: Path, variants: list[Variant], seeds: list[int]) -> list[Job]:
@@ -149,7 +150,9 @@ def _action(path: Path, cfg: RunConfig) -> str:
         status = read_run(path).summary
     except (OSError, ValueError):
         status = None
-    return "reuse" if status and status.get("status") in REUSABLE else "restart"
+    if status and status.get("status") in REUSABLE:
+        return "reuse"
+    return "resume" if (path / "checkpoint.pt").is_file() else "restart"
 
 
 def write_manifest(out: Path, variants: list[Variant], seeds: list[int]) -> None:
@@ -175,7 +178,8 @@ def run_jobs(jobs: list[Job], n_jobs: int, quiet: bool, console, report: Callabl
         from grokrun.engine import train
 
         for job in todo:
-            _, summary = train(job.config, quiet=quiet, console=console)
+            resume = job.path if job.action == "resume" else None
+            _, summary = train(job.config, quiet=quiet, console=console, resume=resume)
             report(job, summary)
             if summary["status"] == "interrupted":
                 return False
@@ -189,7 +193,8 @@ def _run_parallel(todo: list[Job], n_jobs: int, report) -> bool:
     stop = ctx.Event()  # set on Ctrl-C: jobs already handed to a worker then start no training
     pool = ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx, initializer=_worker_init,
                                initargs=(threads, stop))
-    pending: dict[Future, Job] = {pool.submit(_worker_train, j.config): j for j in todo}
+    pending: dict[Future, Job] = {pool.submit(_worker_train, j.config, j.path if j.action == "resume" else None): j
+                                  for j in todo}
 
     def collect(futures) -> None:
         for future in futures:
@@ -225,15 +230,15 @@ def _worker_init(threads: int, stop) -> None:
     torch.set_num_threads(threads)
 
 
-def _worker_train(cfg: RunConfig) -> dict | None:
-    """Train one run in a worker; None if the comparison was stopped before it began."""
+def _worker_train(cfg: RunConfig, resume: Path | None) -> dict | None:
+    """Train (or resume) one run in a worker; None if the comparison was stopped before it began."""
     from grokrun.engine import train
 
     if _STOP is not None and _STOP.is_set():
         return None
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        return train(cfg, quiet=True)[1]
+        return train(cfg, quiet=True, resume=resume)[1]
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 

@@ -75,6 +75,8 @@ class TrainConfig:
     """linear (every --eval-every steps) | log (every step below 30, every 10th below 150, then --eval-points log-spaced steps to the budget)."""
     eval_points: int = 150
     """Log schedule: how many log-spaced evaluations from step 150 to the budget."""
+    checkpoint_every: int = 0
+    """Write <run>/checkpoint.pt every N steps (0 = every 10% of the budget), and at the end."""
 
 
 @dataclass
@@ -423,6 +425,7 @@ def validate(cfg: RunConfig) -> None:
     _check_range("max-steps", t.max_steps >= 1, ">= 1", t.max_steps)
     _check_range("eval-every", t.eval_every >= 0, ">= 0 (0 = once per epoch)", t.eval_every)
     _check_choice("eval schedule", t.eval_schedule, EVAL_SCHEDULES)
+    _check_range("checkpoint-every", t.checkpoint_every >= 0, ">= 0 (0 = every 10% of the budget)", t.checkpoint_every)
     _check_range("eval-points", t.eval_points >= 2, ">= 2", t.eval_points)
     if t.stop_at_acc is not None:
         _check_range("stop-at-acc", 0.0 < t.stop_at_acc <= 1.0, "in (0, 1]", t.stop_at_acc)

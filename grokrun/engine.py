@@ -10,9 +10,12 @@ tensors, divergence is a flag on the device, and step times are CUDA events read
 from __future__ import annotations
 
 import platform
+import signal
+import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -20,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import grokrun
+from grokrun import checkpoint
 from grokrun.config import ConfigError, OptimConfig, RunConfig, TrainConfig, to_dict
 from grokrun.filters import FILTERS
 from grokrun.measure import StepTimer, peak_memory_mb, reset_peak_memory, synchronize
@@ -75,11 +79,45 @@ def eval_steps(cfg: TrainConfig, steps_per_epoch: int) -> set[int]:
     return {s for s in steps if s <= n} | {n}
 
 
-def train(cfg: RunConfig, quiet: bool = False, console: Console | None = None) -> tuple[Path, dict[str, Any]]:
-    """Train one run to its budget (or target), writing its run directory. Returns (run dir, summary)."""
+class StoppedAtOnce(Exception):
+    """A second interrupt: the run stopped where it was, without a summary."""
+
+    def __init__(self, run_dir: Path):
+        super().__init__(str(run_dir))
+        self.run_dir = run_dir
+
+
+@contextmanager
+def stop_signals():
+    """Ctrl-C and SIGTERM ask the loop to stop after the current step; a second one stops at once."""
+    state = SimpleNamespace(requested=None)
+
+    def handler(signum, frame):
+        if state.requested is not None:
+            raise KeyboardInterrupt
+        state.requested = signal.Signals(signum).name
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield state
+        return
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield state
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def train(cfg: RunConfig, quiet: bool = False, console: Console | None = None,
+          resume: Path | None = None) -> tuple[Path, dict[str, Any]]:
+    """Train one run to its budget (or target), writing its run directory. Returns (run dir, summary).
+
+    With ``resume``, continue that run directory from its checkpoint, as if it had never stopped.
+    """
     device = pick_device(cfg.device)
     param_dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.dtype == "bfloat16" else nullcontext()
+    saved = checkpoint.load(resume) if resume is not None else None  # may raise ConfigError
     torch.manual_seed(cfg.seed)
     task = task_module(cfg.task).build(cfg, device, param_dtype)  # may raise ConfigError: no run dir yet
     model = task.model
@@ -89,13 +127,29 @@ def train(cfg: RunConfig, quiet: bool = False, console: Console | None = None) -
     grad_filter = FILTERS[cfg.filter.name].from_config(cfg.filter)
     evals = eval_steps(cfg.train, task.batches.steps_per_epoch)
     max_steps, target = cfg.train.max_steps, cfg.train.stop_at_acc
-
-    run_dir = new_run_dir(Path(cfg.out), cfg.name or f"{cfg.task}-{cfg.filter.name}-seed{cfg.seed}")
-    writer = RunWriter(run_dir, to_dict(cfg))
+    save_every = cfg.train.checkpoint_every or max(1, max_steps // 10)
+    fingerprint = task.fingerprint()
     timer = StepTimer(device)
+    wall, start, peak_before = 0.0, 0, 0.0  # wall: training time so far, evaluation excluded
+    if saved is None:
+        run_dir = new_run_dir(Path(cfg.out), cfg.name or f"{cfg.task}-{cfg.filter.name}-seed{cfg.seed}")
+        writer = RunWriter(run_dir, to_dict(cfg))
+    else:
+        if saved["fingerprint"] != fingerprint:
+            raise ConfigError(f"the data of {resume} differ from its checkpoint's (the dataset files changed?); "
+                              "it cannot be resumed")
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        grad_filter.load_state_dict(_to(saved["filter"], device))
+        task.batches.load_state_dict(saved["batches"])
+        checkpoint.set_rng_states(saved["rng"])
+        start, wall, timer.ms, peak_before = saved["step"], saved["wall_s"], saved["ms"], saved["peak_memory_mb"]
+        run_dir = Path(resume)
+        (run_dir / "summary.json").unlink(missing_ok=True)  # running again: no stale status
+        writer = RunWriter.resume(run_dir, upto=start)
     reset_peak_memory(device)
-    wall = 0.0  # training time so far, evaluation excluded
-    nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first step with a non-finite loss or grad
 
     def evaluate(step: int) -> dict[str, Any]:
         model.eval()
@@ -113,17 +167,25 @@ def train(cfg: RunConfig, quiet: bool = False, console: Console | None = None) -
         writer.log(row)
         return row
 
+    def save_checkpoint(step: int) -> None:
+        checkpoint.save(run_dir / checkpoint.NAME, {
+            "step": step, "wall_s": wall, "ms": timer.ms, "fingerprint": fingerprint,
+            "peak_memory_mb": max(peak_before, peak_memory_mb(device)),
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "filter": grad_filter.state_dict(), "batches": task.batches.state_dict(), "rng": checkpoint.rng_states(),
+        })
+
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[stats]}"),
                         TimeElapsedColumn(), console=console, disable=quiet, transient=False)
-    status, step = "completed", 0
-    with progress:
-        bar = progress.add_task(f"{cfg.task} {cfg.filter.name} seed {cfg.seed}", total=max_steps,
-                                rate="", stats="")
-        row = evaluate(0)
-        t0 = time.perf_counter()
-        try:
-            for step in range(1, max_steps + 1):
+    status, step, diverged_at = "completed", start, None
+    try:
+        with progress, stop_signals() as stop:
+            bar = progress.add_task(f"{cfg.task} {cfg.filter.name} seed {cfg.seed}", total=max_steps,
+                                    completed=start, rate="", stats="")
+            row = evaluate(0) if saved is None else writer.rows[-1]
+            t0 = time.perf_counter()
+            for step in range(start + 1, max_steps + 1):
                 timer.start()
                 idx = task.batches.next()
                 with autocast:
@@ -131,43 +193,66 @@ def train(cfg: RunConfig, quiet: bool = False, console: Console | None = None) -
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.optim.clip_grad:  # before the filter, as the Grokfast IMDb script; no host sync
-                    torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad)
+                    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad)
+                else:
+                    grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
                 grad_filter.apply(params, amplify=step > cfg.filter.start)
                 optimizer.step()
                 scheduler.step()
-                nonfinite |= ~torch.isfinite(loss.detach())
+                bad = ~torch.isfinite(loss.detach() + grad_norm)
+                first_bad = torch.where(bad & (first_bad < 0), step, first_bad)  # on the device: no wait
                 timer.stop()
-                if step not in evals:
+                is_eval, is_save = step in evals, step % save_every == 0 or step == max_steps
+                if not (is_eval or is_save or stop.requested):
                     continue
-                # Evaluation point: the only place the loop waits for the device.
+                # The only places the loop waits for the device: evaluations, checkpoints, a stop request.
                 synchronize(device)
                 wall += time.perf_counter() - t0
                 timer.flush()
-                row = evaluate(step)
-                progress.update(bar, completed=step, rate=f"{step / wall:.1f} it/s", stats=_stats(row))
-                if nonfinite.item():
-                    status = "diverged"
+                if is_eval:
+                    row = evaluate(step)
+                    progress.update(bar, completed=step, rate=f"{step / max(wall, 1e-9):.1f} it/s", stats=_stats(row))
+                bad_step = first_bad.item()
+                if bad_step >= 0:
+                    status, diverged_at = "diverged", bad_step
                     break
-                if target is not None and row["val_acc"] is not None and row["val_acc"] >= target:
+                if is_eval and target is not None and row["val_acc"] is not None and row["val_acc"] >= target:
                     status = "stopped_at_target"
                     break
+                if stop.requested:
+                    status = "interrupted"
+                    break
+                if is_save:
+                    save_checkpoint(step)
                 t0 = time.perf_counter()
-        except KeyboardInterrupt:
-            status = "interrupted"
-            step -= 1  # the step in flight did not finish
+            if status in ("stopped_at_target", "interrupted"):
+                save_checkpoint(step)
+    except KeyboardInterrupt:  # a second interrupt: stop at once, leaving no summary
+        writer.close()
+        raise StoppedAtOnce(run_dir) from None
 
     summary = {
         "status": status, "task": cfg.task, "filter": cfg.filter.name, "seed": cfg.seed,
-        "steps": step, "max_steps": max_steps,
+        "steps": step, "max_steps": max_steps, "diverged_at": diverged_at,
         **metric_summary(writer.rows),
-        "wall_s": wall, "ms_per_step": timer.median_ms(), "peak_memory_mb": peak_memory_mb(device),
-        "final": {k: row[k] for k in ("step", "train_loss", "train_acc", "val_loss", "val_acc")},
+        "wall_s": wall, "ms_per_step": timer.median_ms(),
+        "peak_memory_mb": max(peak_before, peak_memory_mb(device)),
+        "final": {k: row.get(k) for k in ("step", "train_loss", "train_acc", "val_loss", "val_acc")},
         "device": _device_name(device), "dtype": cfg.dtype,
         "versions": {"grokrun": grokrun.__version__, "torch": torch.__version__,
                      "python": platform.python_version()},
     }
     writer.finish(summary)
     return run_dir, summary
+
+
+def _to(state: Any, device: torch.device) -> Any:
+    """A checkpoint's filter state (loaded on the CPU) on the run's device."""
+    if isinstance(state, torch.Tensor):
+        return state.to(device)
+    if isinstance(state, dict):
+        return {k: _to(v, device) for k, v in state.items()}
+    return state
 
 
 def _stats(row: dict[str, Any]) -> str:

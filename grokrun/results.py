@@ -21,17 +21,21 @@ from typing import Any
 METRIC_COLUMNS = ["step", "wall_s", "train_loss", "train_acc", "val_loss", "val_acc", "weight_norm"]
 THRESHOLDS = (0.5, 0.9, 0.95, 0.99)
 STATUSES = ("completed", "stopped_at_target", "interrupted", "diverged")
+FINAL = ("completed", "stopped_at_target", "diverged")  # nothing left to resume
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
     """Write to a temporary file beside ``path``, then rename: readers see the old file or the new one."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def new_run_dir(out: Path, name: str) -> Path:
@@ -59,11 +63,33 @@ class RunWriter:
         self._file.flush()
         self.rows: list[dict[str, Any]] = []
 
+    @classmethod
+    def resume(cls, path: Path, upto: int) -> "RunWriter":
+        """Continue a run's metrics.csv from its checkpoint at step ``upto``: rows after it (written
+        before a crash, past the checkpoint) are dropped, as the resumed run evaluates those steps again."""
+        rows = [r for r in read_metrics(path) if r["step"] <= upto]
+        tmp = path / ".metrics.csv.tmp"
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(METRIC_COLUMNS)
+            for r in rows:
+                w.writerow(_cell(r.get(c)) for c in METRIC_COLUMNS)
+        os.replace(tmp, path / "metrics.csv")
+        self = cls.__new__(cls)
+        self.path = path
+        self._file = open(path / "metrics.csv", "a", newline="")
+        self._csv = csv.writer(self._file)
+        self.rows = rows
+        return self
+
     def log(self, row: dict[str, Any]) -> None:
         """Append one evaluation and flush it, so a crash loses at most the current interval."""
         self.rows.append(row)
         self._csv.writerow(_cell(row.get(c)) for c in METRIC_COLUMNS)
         self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
 
     def finish(self, summary: dict[str, Any]) -> None:
         self._file.close()

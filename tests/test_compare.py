@@ -58,15 +58,16 @@ def test_compare_trains_every_variant_and_seed_then_reuses_them(tmp_path):
     assert {r["runs"] for r in table_rows(out)} == {"3"}
 
 
-def test_an_unfinished_run_is_trained_again(tmp_path):
+def test_an_unfinished_run_is_resumed_or_trained_again(tmp_path):
     out = tmp_path / "cmp"
     assert compare("--filter", "ema", "--seeds", "0", "--out", str(out), *TINY).exit_code == 0
     summary = out / "ema-seed0" / "summary.json"
     data = json.loads(summary.read_text())
     summary.write_text(json.dumps({**data, "status": "interrupted", "steps": 5}))
-    (out / "baseline-seed0" / "summary.json").unlink()  # as if the process had been killed
+    (out / "baseline-seed0" / "summary.json").unlink()  # as if killed before its first checkpoint
+    (out / "baseline-seed0" / "checkpoint.pt").unlink()
     result = compare("--filter", "ema", "--seeds", "0", "--out", str(out), *TINY)
-    assert "2 runs to train, 0 already complete and reused" in result.stdout
+    assert "1 run to train, 1 to resume, 0 already complete and reused" in result.stdout
     assert json.loads(summary.read_text())["status"] == "completed"
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["baseline-seed0", "ema-seed0"]
 
@@ -184,6 +185,9 @@ def test_reading_runs_imports_neither_torch_nor_a_task(command, tmp_path, make_r
 
 
 def test_ctrl_c_stops_the_comparison_and_the_same_command_continues_it(tmp_path, monkeypatch):
+    import os
+    import signal
+
     from grokrun.filters import GradFilter
 
     calls = {"n": 0}
@@ -191,8 +195,8 @@ def test_ctrl_c_stops_the_comparison_and_the_same_command_continues_it(tmp_path,
 
     def apply(self, *a, **k):
         calls["n"] += 1
-        if calls["n"] == 15:  # step 3 of the second run (the first has 12)
-            raise KeyboardInterrupt
+        if calls["n"] == 15:  # Ctrl-C in step 3 of the second run (the first has 12)
+            os.kill(os.getpid(), signal.SIGINT)
         return original(self, *a, **k)
 
     monkeypatch.setattr(GradFilter, "apply", apply)
@@ -200,13 +204,21 @@ def test_ctrl_c_stops_the_comparison_and_the_same_command_continues_it(tmp_path,
     args = ["--filter", "ema", "--seeds", "0,1", "--out", str(out), *TINY]
     result = compare(*args)
     assert result.exit_code == 130, result.output
-    assert "[2/4] baseline seed 1: interrupted at step 2;" in result.stdout
-    assert "seed 1 interrupted at step 2" in (out / "comparison.md").read_text()  # the notes column
+    assert "[2/4] baseline seed 1: interrupted at step 3;" in result.stdout
+    assert "seed 1 interrupted at step 3" in (out / "comparison.md").read_text()  # the notes column
     assert f"interrupted: the same command continues the comparison in {out}" in result.stdout
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["baseline-seed0", "baseline-seed1"]
     assert [r["statuses"] for r in table_rows(out)] == ["completed:1;interrupted:1"]
 
+    monkeypatch.setattr(GradFilter, "apply", original)
     again = compare(*args)
     assert again.exit_code == 0, again.output
-    assert "3 runs to train, 1 already complete and reused" in again.stdout
+    assert "2 runs to train, 1 to resume, 1 already complete and reused" in again.stdout  # resumed, not redone
     assert [r["statuses"] for r in table_rows(out)] == ["completed:2", "completed:2"]
+    fresh = tmp_path / "fresh"
+    assert compare("--filter", "none", "--seeds", "1", "--out", str(fresh), *TINY).exit_code == 0
+    assert (out / "baseline-seed1" / "metrics.csv").read_text().split("\n")[0] == \
+        (fresh / "baseline-seed1" / "metrics.csv").read_text().split("\n")[0]
+    strip = [line.split(",", 2)[0::2] for line in (out / "baseline-seed1" / "metrics.csv").read_text().splitlines()]
+    clean = [line.split(",", 2)[0::2] for line in (fresh / "baseline-seed1" / "metrics.csv").read_text().splitlines()]
+    assert strip == clean  # the resumed run equals one never interrupted (wall_s aside)

@@ -2,6 +2,8 @@
 
 import csv
 import json
+import os
+import signal
 import sys
 
 import pytest
@@ -69,7 +71,7 @@ def test_run_directory_contract(tmp_path):
     assert result.exit_code == 0, result.output
     path = run_dir_of(result)
     assert path.name == "modular-ma-seed0"
-    assert sorted(p.name for p in path.iterdir()) == ["config.json", "metrics.csv", "summary.json"]
+    assert sorted(p.name for p in path.iterdir()) == ["checkpoint.pt", "config.json", "metrics.csv", "summary.json"]
     rows = metrics(path, drop=())
     assert list(rows[0]) == ["step", "wall_s", "train_loss", "train_acc", "val_loss", "val_acc", "weight_norm"]
     assert [int(r["step"]) for r in rows] == [0, 5, 10, 12]  # step 0, every 5, and the last step
@@ -126,27 +128,72 @@ def test_divergence_stops_the_run_with_status_1(tmp_path):
     assert result.exit_code == 1, result.output
     path = run_dir_of(result)
     s = summary(path)
-    assert s["status"] == "diverged" and s["steps"] < 200
-    assert "(diverged after" in result.output and "try a smaller --lamb or --lr" in result.output
+    assert s["status"] == "diverged" and s["steps"] == 10  # found at the first evaluation after it happened
+    assert 1 <= s["diverged_at"] <= 10
+    assert f"diverged at step {s['diverged_at']}: the loss or a gradient became non-finite; try a smaller " \
+           "--lamb or --lr" in result.output
 
 
-def test_interrupted_run_says_so(tmp_path, monkeypatch):
-    # Ctrl-C lands during step 8. (Not through the optimizer's step: torch re-wraps that per subclass.)
+def test_a_non_finite_gradient_is_divergence_too(tmp_path, monkeypatch):
+    # At step 3 the loss gains sqrt(|w - w|): its value is 0, its gradient is not finite (as an overflow in
+    # the backward pass would be), so the loss stays finite and only the gradient check can see it.
+    from grokrun.tasks.modular import ModularTask
+
+    calls = {"n": 0}
+    original = ModularTask.loss
+
+    def loss(self, idx):
+        calls["n"] += 1
+        value = original(self, idx)
+        if calls["n"] == 3:
+            w = next(self.model.parameters()).view(-1)[0]
+            value = value + torch.sqrt(torch.abs(w - w.detach()))
+        return value
+
+    monkeypatch.setattr(ModularTask, "loss", loss)
+    result = run(tmp_path, "--max-steps", "20", "--eval-every", "10")
+    assert result.exit_code == 1, result.output
+    s = summary(run_dir_of(result))
+    assert s["status"] == "diverged" and s["diverged_at"] == 3
+
+
+def ctrl_c_during_step(monkeypatch, n, times=1):
+    """Send SIGINT to this process ``times`` times during the n-th step, as Ctrl-C would.
+    (Through the filter, not the optimizer's step: torch re-wraps that per subclass.)"""
     calls = {"n": 0}
     original = GradFilter.apply
 
     def apply(self, *a, **k):
         calls["n"] += 1
-        if calls["n"] == 8:
-            raise KeyboardInterrupt
+        if calls["n"] == n:
+            for _ in range(times):
+                os.kill(os.getpid(), signal.SIGINT)
         return original(self, *a, **k)
 
     monkeypatch.setattr(GradFilter, "apply", apply)
+
+
+def test_interrupted_run_finishes_its_step_checkpoints_and_says_so(tmp_path, monkeypatch):
+    ctrl_c_during_step(monkeypatch, 8)
     result = run(tmp_path, "--max-steps", "50", "--eval-every", "5")
     assert result.exit_code == 130, result.output
-    s = summary(run_dir_of(result))
-    assert s["status"] == "interrupted" and s["steps"] == 7
-    assert "(interrupted after 7 steps)" in result.output
+    path = run_dir_of(result)
+    s = summary(path)
+    assert s["status"] == "interrupted" and s["steps"] == 8  # the step in flight finished
+    assert "(interrupted after 8 steps)" in result.output
+    assert f"continue with: grokrun train --resume {path}" in result.output
+    assert [int(r["step"]) for r in metrics(path)] == [0, 5]  # no evaluation added at the stop
+    assert (path / "checkpoint.pt").is_file()
+
+
+def test_second_ctrl_c_stops_at_once_without_a_summary(tmp_path, monkeypatch):
+    ctrl_c_during_step(monkeypatch, 8, times=2)  # the second arrives before the step is done
+    result = run(tmp_path, "--max-steps", "50", "--eval-every", "5", "--checkpoint-every", "5")
+    assert result.exit_code == 130
+    path = tmp_path / "runs" / "modular-none-seed0"
+    assert not (path / "summary.json").exists() and (path / "checkpoint.pt").is_file()
+    assert result.stderr.strip() == (f"stopped at once (a second interrupt): {path} has no summary; "
+                                     f"grokrun train --resume {path} continues from its last checkpoint")
 
 
 @pytest.mark.parametrize("dtype", ["float64", "bfloat16"])
@@ -179,7 +226,8 @@ def test_no_host_sync_between_evaluations(tmp_path, monkeypatch):
             return _original(self, *a, **k)
 
         monkeypatch.setattr(torch.Tensor, name, counted)
-    result = run(tmp_path, "--filter", "ema", "--max-steps", "100", "--eval-every", "50", "--clip-grad", "1.0")
+    result = run(tmp_path, "--filter", "ema", "--max-steps", "100", "--eval-every", "50", "--clip-grad", "1.0",
+                 "--checkpoint-every", "50")
     assert result.exit_code == 0, result.output
     steps_run = 100
     evaluations = 3  # steps 0, 50 and 100

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import torch
@@ -37,6 +38,15 @@ class EpochBatches:
     def steps_per_epoch(self) -> int:
         return math.ceil(self.n / self.batch_size)
 
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "perm": None if self.perm is None else self.perm.cpu(),
+                "pos": self.pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.perm = None if state["perm"] is None else state["perm"].to(self.device)
+        self.pos = state["pos"]
+
     def next(self) -> Tensor:
         if self.perm is None or self.pos >= self.n:
             shuffle = torch.randperm(self.n, generator=self.generator)
@@ -71,3 +81,15 @@ class Task:
 
     def evaluate(self, split: str) -> tuple[Tensor, Tensor | None]:
         raise NotImplementedError
+
+    def data_tensors(self) -> list[Tensor]:
+        """The tensors that hold the split data; a checkpoint stores their fingerprint."""
+        return [t for split in sorted(self.data) for t in self.data[split]]
+
+    def fingerprint(self) -> str:
+        """sha256 of the split data, so a run is never resumed on other data."""
+        h = hashlib.sha256()
+        for t in self.data_tensors():
+            h.update(str((t.dtype, tuple(t.shape))).encode())
+            h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()

@@ -152,6 +152,10 @@ class Qm9Task(Task):
         self.batches = EpochBatches(n_train, batch_size, torch.device("cpu"), fork_global_generator())
         self.title = f"qm9, {cfg.size} molecules, target {cfg.target}"
 
+    def data_tensors(self) -> list[Tensor]:
+        s = self.store
+        return [s.x, s.edge_index, s.edge_attr, s.y, s.nodes, s.edges, self.split["train"], self.split["val"]]
+
     def loss(self, idx: Tensor) -> Tensor:
         x, edge_index, edge_attr, batch, y, n = self.store.batch(self.split["train"][idx])
         return F.mse_loss(self.model(x, edge_index, edge_attr, batch, n), y)

@@ -1,0 +1,173 @@
+"""Long runs survive: a stopped or crashed run resumes to the same numbers; checkpoints are whole or absent."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from grokrun import checkpoint
+from grokrun.cli import app
+from grokrun.results import write_json_atomic
+
+runner = CliRunner()
+
+# The engine tests' small problem, long enough (about 5 s) to be interrupted part-way from outside.
+ARGS = ["--task", "modular", "--op", "add", "--p", "23", "--train-frac", "0.8", "--width", "64", "--layers", "1",
+        "--batch-size", "128", "--lr", "3e-3", "--optimizer", "adamw", "--weight-decay", "1.0", "--filter", "ema",
+        "--eval-every", "25", "--max-steps", "1500", "--quiet"]
+
+
+def train(*args):
+    result = runner.invoke(app, ["train", *args])
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def rows(path):
+    """metrics.csv without the wall-clock column."""
+    lines = (path / "metrics.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    keep = [i for i, name in enumerate(header) if name != "wall_s"]
+    return [[line.split(",")[i] for i in keep] for line in lines]
+
+
+def summary(path):
+    return json.loads((path / "summary.json").read_text())
+
+
+def test_sigint_then_resume_gives_the_uninterrupted_run(tmp_path):
+    out = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "grokrun", "train", *ARGS, "--out", str(out), "--name", "cut"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cut = out / "cut"
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until it is well into training, then press Ctrl-C
+        if (cut / "metrics.csv").is_file() and len((cut / "metrics.csv").read_text().splitlines()) > 12:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stdout + stderr
+    s = summary(cut)
+    assert s["status"] == "interrupted" and 275 <= s["steps"] < 1500, s
+    assert f"continue with: grokrun train --resume {cut}" in stdout
+
+    resumed = train("--resume", str(cut))
+    assert resumed.exit_code == 0, resumed.output
+    full = train(*ARGS, "--out", str(out), "--name", "full")
+    assert full.exit_code == 0, full.output
+    assert rows(cut) == rows(out / "full")  # row for row, every column but wall-clock
+    a, b = summary(cut), summary(out / "full")
+    assert a["status"] == b["status"] == "completed" and a["steps"] == b["steps"] == 1500
+    assert a["steps_to_val_acc"] == b["steps_to_val_acc"] and a["min_val_loss"] == b["min_val_loss"]
+    assert a["wall_s"] > 0 and a["ms_per_step"] > 0
+
+    again = train("--resume", str(cut))
+    assert again.exit_code == 0 and again.stdout.strip() == (
+        f"{cut} has already ended (completed after 1,500 steps); nothing to resume")
+
+
+def test_a_crash_after_a_checkpoint_resumes_from_it(tmp_path, monkeypatch):
+    """A run killed outright (no summary) with evaluations past its last checkpoint: those rows are redone."""
+    out = tmp_path / "runs"
+    short = [a for a in ARGS] + ["--checkpoint-every", "100"]
+    short[short.index("--max-steps") + 1] = "400"
+    saves = []
+    original = checkpoint.save
+
+    def save_and_keep(path, state):
+        original(path, state)
+        shutil.copy(path, tmp_path / f"ckpt-{state['step']}.pt")
+        saves.append(state["step"])
+
+    monkeypatch.setattr(checkpoint, "save", save_and_keep)
+    assert train(*short, "--out", str(out), "--name", "full").exit_code == 0
+    assert saves == [100, 200, 300, 400]
+    crashed = out / "crashed"
+    shutil.copytree(out / "full", crashed)  # as if killed at step 260: metrics to 400 written, summary not
+    (crashed / "summary.json").unlink()
+    shutil.copy(tmp_path / "ckpt-200.pt", crashed / "checkpoint.pt")
+    resumed = train("--resume", str(crashed))
+    assert resumed.exit_code == 0, resumed.output
+    assert rows(crashed) == rows(out / "full")
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda p: (p / "checkpoint.pt").write_bytes(b"not a checkpoint"), "cannot read {p}/checkpoint.pt ("),
+    (lambda p: (p / "checkpoint.pt").write_bytes((p / "checkpoint.pt").read_bytes()[:1000]),
+     "cannot read {p}/checkpoint.pt ("),
+    (lambda p: (p / "checkpoint.pt").unlink(), "{p} has no checkpoint.pt (it stopped before its first checkpoint)"),
+    (lambda p: (p / "config.json").unlink(), "{p} is not a run directory (it has no config.json)"),
+])
+def test_a_damaged_or_missing_checkpoint_is_one_clear_line(damage, message, tmp_path):
+    out = tmp_path / "runs"
+    short = [a if a != "1500" else "50" for a in ARGS]
+    assert train(*short, "--out", str(out), "--name", "r").exit_code == 0
+    path = out / "r"
+    s = summary(path)
+    write_json_atomic(path / "summary.json", {**s, "status": "interrupted"})
+    damage(path)
+    result = train("--resume", str(path))
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: " + message.format(p=path)), lines
+
+
+def test_resume_takes_no_other_settings(tmp_path):
+    result = train("--resume", str(tmp_path), "--lr", "0.1")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: --resume continues a run as it was configured; drop --lr"
+
+
+def test_atomic_writes_leave_the_old_file_or_the_new_one(tmp_path, monkeypatch):
+    """A write killed half-way (simulated: the writer dies after some bytes) leaves the previous file whole."""
+    path = tmp_path / "summary.json"
+    write_json_atomic(path, {"status": "interrupted", "steps": 5})
+
+    def dies_mid_write(data, f, **kwargs):
+        f.write('{"status": "comp')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(json, "dump", dies_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        write_json_atomic(path, {"status": "completed", "steps": 10})
+    monkeypatch.undo()
+    assert json.loads(path.read_text()) == {"status": "interrupted", "steps": 5}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]  # no partial file left beside it
+
+    ckpt = tmp_path / checkpoint.NAME
+    checkpoint.save(ckpt, {"step": 1})
+    real_save = torch.save
+
+    def save_dies(obj, f, *a, **k):
+        f.write(b"\x80\x02partial")
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(torch, "save", save_dies)
+    with pytest.raises(OSError):
+        checkpoint.save(ckpt, {"step": 2})
+    monkeypatch.setattr(torch, "save", real_save)
+    assert checkpoint.load(tmp_path)["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [checkpoint.NAME, "summary.json"]
+
+
+def test_sigterm_is_handled_like_ctrl_c(tmp_path):
+    out = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "grokrun", "train", *ARGS, "--out", str(out), "--name", "t"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((out / "t" / "metrics.csv").is_file() and
+                                          len((out / "t" / "metrics.csv").read_text().splitlines()) > 4):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stdout + stderr
+    assert summary(out / "t")["status"] == "interrupted" and (out / "t" / "checkpoint.pt").is_file()
+    assert os.path.getsize(out / "t" / "checkpoint.pt") > 0
