@@ -106,6 +106,9 @@ def train(config: ConfigOption = None, resume: ResumeOption = None, quiet: Quiet
         err.print(f"[yellow]stopped at once[/yellow] (a second interrupt): {e.run_dir} has no summary; "
                   f"grokrun train --resume {e.run_dir} continues from its last checkpoint")
         raise typer.Exit(130)
+    except KeyboardInterrupt:  # before training began (loading data, building the model)
+        err.print("[yellow]interrupted[/yellow] before training began")
+        raise typer.Exit(130)
     print_headline(run_dir, summary)
     raise typer.Exit(EXIT_CODES[summary["status"]])
 
