@@ -302,9 +302,9 @@ def resolve(config_file: str | Path | dict | None, overrides: dict[str, Any]) ->
     anything invalid.
     """
     if isinstance(config_file, dict):
-        file_values = _flatten(config_file)
+        file_values = flatten(config_file)
     else:
-        file_values = _flatten(load_file(config_file)) if config_file else {}
+        file_values = flatten(load_file(config_file)) if config_file else {}
     task = overrides.get("task", file_values.get("task", RunConfig.task))
     filt = overrides.get("filter.name", file_values.get("filter.name", FilterConfig.name))
     _check_choice("task", task, TASK_DEFAULTS)
@@ -341,11 +341,12 @@ def load_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as one level: {"optim": {"lr": 1e-3}} -> {"optim.lr": 1e-3}."""
     flat = {}
     for key, value in data.items():
         if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat

@@ -76,6 +76,45 @@ class PlainDecoder(nn.Module):
         return self.head(self.ln_f(h))[:, -1]  # every position computed, the last one used
 
 
+def grokrun_step(task, cfg, autocast, grad_filter):
+    """grokrun's step: the task's loss on a batch indexed on the device, fused filter, nothing read back."""
+    params = list(task.model.parameters())
+    opt = make_optimizer(cfg.optim, params)
+
+    def step():
+        idx = task.batches.next()
+        with autocast:
+            loss = task.loss(idx)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.optim.clip_grad:
+            torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad)
+        grad_filter.apply(params)
+        opt.step()
+
+    return step
+
+
+def plain_step(model, cfg, grad_filter, batch_loss):
+    """The straightforward step around ``batch_loss()`` (which draws its own batch): a per-parameter
+    filter loop and an `.item()` per batch for logging, the host sync of a typical loop."""
+    params = list(model.parameters())
+    opt = make_optimizer(cfg.optim, params)
+    logged = []
+
+    def step():
+        loss = batch_loss()
+        opt.zero_grad()
+        loss.backward()
+        if cfg.optim.clip_grad:
+            nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad)
+        grad_filter.apply(params)
+        opt.step()
+        logged.append(loss.item())
+
+    return step
+
+
 def setup_modular(args, device, autocast):
     cfg = resolve(None, {"task": "modular", "filter.name": "ema", "device": args.device})
     torch.manual_seed(0)
@@ -84,32 +123,14 @@ def setup_modular(args, device, autocast):
     vocab = task.model.head.out_features
     plain = PlainDecoder(vocab).to(device)
     assert sum(p.numel() for p in plain.parameters()) == sum(p.numel() for p in task.model.parameters())
-    ours_opt = make_optimizer(cfg.optim, list(task.model.parameters()))
-    ours_filter = EMAFilter(0.98, 2.0)
-    plain_opt = make_optimizer(cfg.optim, list(plain.parameters()))
-    plain_filter = PlainEMA(0.98, 2.0)
-    logged = []
 
-    def step_ours():
+    def batch_loss():
         idx = task.batches.next()
         with autocast:
-            loss = task.loss(idx)
-        ours_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        ours_filter.apply(task.model.parameters())
-        ours_opt.step()
+            return F.cross_entropy(plain(x[idx]), y[idx])
 
-    def step_plain():
-        idx = task.batches.next()
-        with autocast:
-            loss = F.cross_entropy(plain(x[idx]), y[idx])
-        plain_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        plain_filter.apply(list(plain.parameters()))
-        plain_opt.step()
-        logged.append(loss.item())  # the per-batch host sync of a typical loop
-
-    return cfg, step_ours, step_plain
+    return cfg, grokrun_step(task, cfg, autocast, EMAFilter(0.98, 2.0)), plain_step(plain, cfg, PlainEMA(0.98, 2.0),
+                                                                                     batch_loss)
 
 
 def write_random_mnist(root: Path) -> None:
@@ -149,21 +170,8 @@ def setup_mnist(args, device, autocast):
     loader = DataLoader(subset, batch_size=cfg.train.batch_size, shuffle=True)
     one_hots = torch.eye(10, device=device)
     batches = iter(())
-    ours_opt = make_optimizer(cfg.optim, list(task.model.parameters()))
-    plain_opt = make_optimizer(cfg.optim, list(plain.parameters()))
-    ours_filter, plain_filter = EMAFilter(0.8, 0.1), PlainEMA(0.8, 0.1)
-    logged = []
 
-    def step_ours():
-        idx = task.batches.next()
-        with autocast:
-            loss = task.loss(idx)
-        ours_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        ours_filter.apply(task.model.parameters())
-        ours_opt.step()
-
-    def step_plain():
+    def batch_loss():
         nonlocal batches
         try:
             x, labels = next(batches)
@@ -171,14 +179,10 @@ def setup_mnist(args, device, autocast):
             batches = iter(loader)
             x, labels = next(batches)
         with autocast:
-            loss = F.mse_loss(plain(x.to(device)), one_hots[labels.to(device)])
-        plain_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        plain_filter.apply(list(plain.parameters()))
-        plain_opt.step()
-        logged.append(loss.item())
+            return F.mse_loss(plain(x.to(device)), one_hots[labels.to(device)])
 
-    return cfg, step_ours, step_plain
+    return cfg, grokrun_step(task, cfg, autocast, EMAFilter(0.8, 0.1)), plain_step(plain, cfg, PlainEMA(0.8, 0.1),
+                                                                                   batch_loss)
 
 
 def setup_imdb(args, device, autocast):
@@ -221,22 +225,8 @@ def setup_imdb(args, device, autocast):
     plain.to(device)
     loader = DataLoader(TensorDataset(x, y), batch_size=cfg.train.batch_size, shuffle=True)
     batches = iter(())
-    ours_opt = make_optimizer(cfg.optim, list(task.model.parameters()))
-    plain_opt = make_optimizer(cfg.optim, list(plain.parameters()))
-    ours_filter, plain_filter = EMAFilter(0.98, 2.0), PlainEMA(0.98, 2.0)
-    logged = []
 
-    def step_ours():
-        idx = task.batches.next()
-        with autocast:
-            loss = task.loss(idx)
-        ours_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(task.model.parameters(), cfg.optim.clip_grad)
-        ours_filter.apply(task.model.parameters())
-        ours_opt.step()
-
-    def step_plain():
+    def batch_loss():
         nonlocal batches
         try:
             xb, yb = next(batches)
@@ -247,15 +237,10 @@ def setup_imdb(args, device, autocast):
         h = tuple(torch.zeros(i.layers, len(xb), i.width, device=device) for _ in range(2))
         with autocast:
             p, _ = plain(xb, h)
-            loss = F.binary_cross_entropy(p.float(), yb)
-        plain_opt.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(plain.parameters(), cfg.optim.clip_grad)
-        plain_filter.apply(list(plain.parameters()))
-        plain_opt.step()
-        logged.append(loss.item())
+            return F.binary_cross_entropy(p.float(), yb)
 
-    return cfg, step_ours, step_plain
+    return cfg, grokrun_step(task, cfg, autocast, EMAFilter(0.98, 2.0)), plain_step(plain, cfg, PlainEMA(0.98, 2.0),
+                                                                                     batch_loss)
 
 
 def setup_qm9(args, device, autocast):
@@ -290,21 +275,8 @@ def setup_qm9(args, device, autocast):
     train_set = [Data(**molecules[i]) for i in task.split["train"].tolist()]
     loader = DataLoader(train_set, batch_size=cfg.train.batch_size, shuffle=True)
     batches = iter(())
-    ours_opt = make_optimizer(cfg.optim, list(task.model.parameters()))
-    plain_opt = make_optimizer(cfg.optim, list(plain.parameters()))
-    ours_filter, plain_filter = EMAFilter(0.9, 1.0), PlainEMA(0.9, 1.0)
-    logged = []
 
-    def step_ours():
-        idx = task.batches.next()
-        with autocast:
-            loss = task.loss(idx)
-        ours_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        ours_filter.apply(task.model.parameters())
-        ours_opt.step()
-
-    def step_plain():  # the Grokfast script's step: a DataLoader collating Data objects, pooling by batch
+    def batch_loss():  # the Grokfast script's: a DataLoader collating Data objects, pooling by batch vector
         nonlocal batches
         try:
             batch = next(batches)
@@ -316,14 +288,10 @@ def setup_qm9(args, device, autocast):
             h = F.relu(plain.conv1(batch.x, batch.edge_index, batch.edge_attr))
             h = F.relu(plain.conv2(h, batch.edge_index, batch.edge_attr))
             out = plain.out(F.relu(plain.fc(global_add_pool(h, batch.batch))))
-            loss = F.mse_loss(out, batch.y[:, 1].unsqueeze(1))
-        plain_opt.zero_grad()
-        loss.backward()
-        plain_filter.apply(list(plain.parameters()))
-        plain_opt.step()
-        logged.append(loss.item())
+            return F.mse_loss(out, batch.y[:, 1].unsqueeze(1))
 
-    return cfg, step_ours, step_plain
+    return cfg, grokrun_step(task, cfg, autocast, EMAFilter(0.9, 1.0)), plain_step(plain, cfg, PlainEMA(0.9, 1.0),
+                                                                                   batch_loss)
 
 
 def main() -> None:
