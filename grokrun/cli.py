@@ -67,6 +67,11 @@ def with_config_flags(exclude: tuple[str, ...] = ()):
     return decorate
 
 
+def _flags_given(values: dict[str, Any]) -> list[str]:
+    """The config flags given on the command line, as typed (--max-steps)."""
+    return [f"--{name.replace('_', '-')}" for name, value in values.items() if value is not None]
+
+
 def overrides_from(values: dict[str, Any]) -> dict[str, Any]:
     return {FLAG_KEYS[name]: value for name, value in values.items() if value is not None}
 
@@ -119,7 +124,7 @@ def _resumable(run_dir: Path, config: Optional[Path], values: dict[str, Any]):
 
     from grokrun.results import FINAL
 
-    given = ["--config"] * (config is not None) + [f"--{n.replace('_', '-')}" for n, v in values.items() if v is not None]
+    given = ["--config"] * (config is not None) + _flags_given(values)
     if given:
         raise ConfigError(f"--resume continues a run as it was configured; drop {given[0]}")
     if not (run_dir / "config.json").is_file():
@@ -200,8 +205,7 @@ def compare(
     _check_reporting(threshold, fmt)
     overrides = overrides_from(values)
     if paths and all(p.is_dir() for p in paths):
-        given = [name for name, v in zip(TRAINING_ONLY, (filters, seeds, jobs != 1)) if v]
-        given += [f"--{name.replace('_', '-')}" for name in values if values[name] is not None]
+        given = [name for name, v in zip(TRAINING_ONLY, (filters, seeds, jobs != 1)) if v] + _flags_given(values)
         if given:
             fail(f"{given[0]} applies to training; run directories are tabulated as they are (give config files "
                  "or --task/--filter to train)")
@@ -292,15 +296,9 @@ def _variant_lines(variants) -> str:
 
 
 def _tabulate_existing(paths: list[Path], out_dir: Optional[Path], threshold: float, fmt: str) -> None:
-    from grokrun.results import find_runs, group_variants, is_run_dir, load_runs
+    from grokrun.results import group_variants, is_run_dir, load_runs
 
-    found: list[Path] = []
-    for path in paths:
-        runs, skipped = find_runs(path)
-        found += runs
-        for p in skipped:
-            warn(f"skipping {p}: not a run directory (it has no config.json and metrics.csv)")
-    runs, problems = load_runs(list(dict.fromkeys(found)))
+    runs, problems = load_runs(paths)
     for problem in problems:
         warn(problem)
     if not runs:

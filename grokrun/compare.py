@@ -3,8 +3,8 @@
     grokrun compare --task modular --filter ema --seeds 0,1,2
 
 The folder holds one run directory per (variant, seed), named ``<variant>-seed<N>``, and ``compare.json``
-(the variants' settings). A run already complete there is reused, so a stopped comparison resumes where
-it was; an unfinished one is trained again. Training happens in the engine, in this process or in
+(the variants' settings). A run already complete there is reused and an interrupted one resumed from its
+checkpoint, so a stopped comparison continues where it was. Training happens in the engine, in this process or in
 worker processes (``jobs``); the table is read back from the run directories, as for any other runs.
 """
 
@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from grokrun.config import PRESETS, ConfigError, RunConfig, resolve, to_dict
-from grokrun.results import differences, is_run_dir, read_run, variant_settings, write_json_atomic
+from grokrun.results import FINAL, differences, is_run_dir, read_run, variant_settings, write_json_atomic
 
-REUSABLE = ("completed", "stopped_at_target", "diverged")  # final: training it again gives the same
 _RUN_FILES = {"config.json", "metrics.csv", "summary.json", "checkpoint.pt", ".config.json.tmp",
               ".summary.json.tmp", ".checkpoint.pt.tmp", ".metrics.csv.tmp"}
 
@@ -150,7 +149,7 @@ def _action(path: Path, cfg: RunConfig) -> str:
         status = read_run(path).summary
     except (OSError, ValueError):
         status = None
-    if status and status.get("status") in REUSABLE:
+    if status and status.get("status") in FINAL:
         return "reuse"
     return "resume" if (path / "checkpoint.pt").is_file() else "restart"
 

@@ -3,8 +3,8 @@
     grokrun plot results/
 
 Per run: ``accuracy.<fmt>`` and ``loss.<fmt>`` in its directory (steps on a log axis, loss on a log axis,
-train and validation), and ``weight_norm.<fmt>`` where metrics.csv has that column. For the runs found together: ``comparison.<fmt>`` with each variant's median
-curve and its min–max band across seeds. Matplotlib's Figure API draws without a display (Agg).
+train and validation), and ``weight_norm.<fmt>`` where metrics.csv has that column. For the runs found
+together: ``comparison.<fmt>`` with each variant's median curve and its min–max band across seeds. Matplotlib's Figure API draws without a display (Agg).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from grokrun.results import Run, find_runs, group_variants, load_runs
+from grokrun.results import FINISHED, Run, group_variants, load_runs
 
 FORMATS = ("png", "svg", "pdf")
 
@@ -83,11 +83,11 @@ def _finish(fig: Figure, path: Path) -> Path:
 
 
 def plot_run(run: Run, fmt: str = "png", threshold: float = 0.95) -> list[Path]:
-    """accuracy.<fmt> (if the task has accuracy) and loss.<fmt> in the run directory."""
+    """accuracy.<fmt> (if the task has accuracy), loss.<fmt> and weight_norm.<fmt> (if logged) in the run directory."""
     cfg = run.config
     status = (run.summary or {}).get("status", "unfinished")
     title = f"{describe_task(cfg)}\n{describe_filter(cfg)} · seed {cfg.get('seed')}"
-    if status not in ("completed", "stopped_at_target"):
+    if status not in FINISHED:
         title += f" · {status}"
     written = []
     for kind, file in (("acc", "accuracy"), ("loss", "loss"), ("weight_norm", "weight_norm")):
@@ -139,6 +139,7 @@ def plot_overlay(variants: list[tuple[str, list[Run]]], path: Path, threshold: f
     """One colour per variant: median curve over its seeds, min–max band; validation solid, train dashed."""
     configs = [runs[0].config for _, runs in variants]
     tasks = {describe_task(c) for c in configs}
+
     def present(column: str) -> bool:
         return any(_series(r, column) is not None for _, runs in variants for r in runs)
 
@@ -184,10 +185,7 @@ class PlotReport:
 def plot_path(path: Path, fmt: str = "png", threshold: float = 0.95) -> PlotReport:
     """Figures for every run under ``path``, and an overlay per task where there are at least two runs."""
     report = PlotReport()
-    run_paths, skipped = find_runs(path)
-    report.warnings += [f"skipping {p}: not a run directory (it has no config.json and metrics.csv)" for p in skipped]
-    runs, unreadable = load_runs(run_paths)
-    report.warnings += unreadable
+    runs, report.warnings = load_runs([path])
     for run in [r for r in runs if not r.metrics]:
         report.warnings.append(f"skipping {run.path}: it has no evaluations yet")
     runs = [r for r in runs if r.metrics]

@@ -23,7 +23,8 @@ from grokrun.config import flatten
 METRIC_COLUMNS = ["step", "wall_s", "train_loss", "train_acc", "val_loss", "val_acc", "weight_norm"]
 THRESHOLDS = (0.5, 0.9, 0.95, 0.99)
 STATUSES = ("completed", "stopped_at_target", "interrupted", "diverged")
-FINAL = ("completed", "stopped_at_target", "diverged")  # nothing left to resume
+FINISHED = ("completed", "stopped_at_target")  # ended as planned
+FINAL = (*FINISHED, "diverged")  # nothing left to resume: running it again gives the same
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
@@ -179,9 +180,16 @@ def find_runs(path: Path) -> tuple[list[Path], list[Path]]:
 
 
 def load_runs(paths: list[Path]) -> tuple[list[Run], list[str]]:
-    """Read run directories, skipping (with a warning naming each) any whose files cannot be read."""
-    runs, warnings = [], []
+    """Every run at or under each path, read; and a warning naming each folder skipped as not a run or
+    each run whose files cannot be read. What compare and plot both start from."""
+    found: list[Path] = []
+    warnings = []
     for path in paths:
+        runs, skipped = find_runs(path)
+        found += runs
+        warnings += [f"skipping {p}: not a run directory (it has no config.json and metrics.csv)" for p in skipped]
+    runs = []
+    for path in dict.fromkeys(found):
         try:
             runs.append(read_run(path))
         except (OSError, ValueError, UnicodeDecodeError) as e:  # json and csv errors are ValueErrors

@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grokrun.results import Run
+from grokrun.results import FINISHED, Run
 
 INF = math.inf
-FINISHED = ("completed", "stopped_at_target")
 
 
 @dataclass(frozen=True)
