@@ -63,6 +63,18 @@ class EpochBatches:
         return idx
 
 
+def sum_over_chunks(x: Tensor, y: Tensor, chunk: int, score) -> tuple[Tensor, Tensor]:
+    """Totals of ``score(x_chunk, y_chunk) -> (summed loss, correct count)`` over a whole split, a chunk at a
+    time so evaluation memory stays bounded; the sums stay on the device (float64 loss, integer count)."""
+    loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
+    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    for i in range(0, len(x), chunk):
+        loss, right = score(x[i:i + chunk], y[i:i + chunk])
+        loss_sum += loss
+        correct += right
+    return loss_sum, correct
+
+
 class Task:
     """A model, its data on the device, a training loss and an evaluation.
 

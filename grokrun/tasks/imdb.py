@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from grokrun.config import ConfigError, ImdbConfig
-from grokrun.tasks.base import EpochBatches, Task, fork_global_generator
+from grokrun.tasks.base import EpochBatches, Task, fork_global_generator, sum_over_chunks
 
 URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
@@ -202,13 +202,12 @@ class ImdbTask(Task):
 
     @torch.no_grad()
     def evaluate(self, split: str, chunk: int = 1000) -> tuple[Tensor, Tensor]:
+        def score(xb: Tensor, yb: Tensor) -> tuple[Tensor, Tensor]:
+            p = self.model(xb).float()
+            return F.binary_cross_entropy(p, yb.float(), reduction="sum"), ((p > 0.5) == (yb > 0.5)).sum()
+
         x, y = self.data[split]
-        loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
-        correct = torch.zeros((), device=x.device, dtype=torch.long)
-        for i in range(0, len(x), chunk):
-            p = self.model(x[i:i + chunk]).float()
-            loss_sum += F.binary_cross_entropy(p, y[i:i + chunk].float(), reduction="sum")
-            correct += ((p > 0.5) == (y[i:i + chunk] > 0.5)).sum()
+        loss_sum, correct = sum_over_chunks(x, y, chunk, score)
         return loss_sum / len(x), correct.double() / len(x)
 
 

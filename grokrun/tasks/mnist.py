@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from grokrun.config import ConfigError, MnistConfig
-from grokrun.tasks.base import EpochBatches, Task, fork_global_generator
+from grokrun.tasks.base import EpochBatches, Task, fork_global_generator, sum_over_chunks
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid}
@@ -100,13 +100,12 @@ class MnistTask(Task):
 
     @torch.no_grad()
     def evaluate(self, split: str, chunk: int = 10_000) -> tuple[Tensor, Tensor]:
+        def score(xb: Tensor, yb: Tensor) -> tuple[Tensor, Tensor]:
+            logits = self.model(xb).float()
+            return self._loss(logits, yb, reduction="sum"), (logits.argmax(-1) == yb).sum()
+
         x, y = self.data[split]
-        loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
-        correct = torch.zeros((), device=x.device, dtype=torch.long)
-        for i in range(0, len(x), chunk):
-            logits = self.model(x[i:i + chunk]).float()
-            loss_sum += self._loss(logits, y[i:i + chunk], reduction="sum")
-            correct += (logits.argmax(-1) == y[i:i + chunk]).sum()
+        loss_sum, correct = sum_over_chunks(x, y, chunk, score)
         per_example = len(x) * (10 if self.mse else 1)
         return loss_sum / per_example, correct.double() / len(x)
 

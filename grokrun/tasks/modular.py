@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from grokrun.config import ConfigError, ModularConfig
-from grokrun.tasks.base import EpochBatches, Task, fork_global_generator
+from grokrun.tasks.base import EpochBatches, Task, fork_global_generator, sum_over_chunks
 
 
 def _inverse(y: int, p: int) -> int:
@@ -197,13 +197,12 @@ class ModularTask(Task):
 
     @torch.no_grad()
     def evaluate(self, split: str, chunk: int = 16384) -> tuple[Tensor, Tensor]:
+        def score(xb: Tensor, yb: Tensor) -> tuple[Tensor, Tensor]:
+            logits = self.model(xb)
+            return F.cross_entropy(logits.float(), yb, reduction="sum"), (logits.argmax(-1) == yb).sum()
+
         x, y = self.data[split]
-        loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
-        correct = torch.zeros((), device=x.device, dtype=torch.long)
-        for i in range(0, len(x), chunk):
-            logits = self.model(x[i:i + chunk])
-            loss_sum += F.cross_entropy(logits.float(), y[i:i + chunk], reduction="sum")
-            correct += (logits.argmax(-1) == y[i:i + chunk]).sum()
+        loss_sum, correct = sum_over_chunks(x, y, chunk, score)
         return loss_sum / len(x), correct.double() / len(x)
 
 
