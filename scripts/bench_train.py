@@ -115,6 +115,12 @@ def plain_step(model, cfg, grad_filter, batch_loss):
     return step
 
 
+def forever(loader):
+    """A DataLoader's batches, epoch after epoch (each epoch reshuffled, as a training loop sees them)."""
+    while True:
+        yield from loader
+
+
 def setup_modular(args, device, autocast):
     cfg = resolve(None, {"task": "modular", "filter.name": "ema", "device": args.device})
     torch.manual_seed(0)
@@ -169,15 +175,10 @@ def setup_mnist(args, device, autocast):
     subset = Subset(MNIST(data_dir, train=True, transform=ToTensor()), range(m.train_points))
     loader = DataLoader(subset, batch_size=cfg.train.batch_size, shuffle=True)
     one_hots = torch.eye(10, device=device)
-    batches = iter(())
+    batches = forever(loader)
 
     def batch_loss():
-        nonlocal batches
-        try:
-            x, labels = next(batches)
-        except StopIteration:
-            batches = iter(loader)
-            x, labels = next(batches)
+        x, labels = next(batches)
         with autocast:
             return F.mse_loss(plain(x.to(device)), one_hots[labels.to(device)])
 
@@ -224,15 +225,10 @@ def setup_imdb(args, device, autocast):
             p.mul_(i.init_scale)
     plain.to(device)
     loader = DataLoader(TensorDataset(x, y), batch_size=cfg.train.batch_size, shuffle=True)
-    batches = iter(())
+    batches = forever(loader)
 
     def batch_loss():
-        nonlocal batches
-        try:
-            xb, yb = next(batches)
-        except StopIteration:
-            batches = iter(loader)
-            xb, yb = next(batches)
+        xb, yb = next(batches)
         xb, yb = xb.to(device), yb.to(device)
         h = tuple(torch.zeros(i.layers, len(xb), i.width, device=device) for _ in range(2))
         with autocast:
@@ -274,16 +270,10 @@ def setup_qm9(args, device, autocast):
     plain.to(device)
     train_set = [Data(**molecules[i]) for i in task.split["train"].tolist()]
     loader = DataLoader(train_set, batch_size=cfg.train.batch_size, shuffle=True)
-    batches = iter(())
+    batches = forever(loader)
 
     def batch_loss():  # the Grokfast script's: a DataLoader collating Data objects, pooling by batch vector
-        nonlocal batches
-        try:
-            batch = next(batches)
-        except StopIteration:
-            batches = iter(loader)
-            batch = next(batches)
-        batch = batch.to(device)
+        batch = next(batches).to(device)
         with autocast:
             h = F.relu(plain.conv1(batch.x, batch.edge_index, batch.edge_attr))
             h = F.relu(plain.conv2(h, batch.edge_index, batch.edge_attr))
