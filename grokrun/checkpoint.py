@@ -1,6 +1,6 @@
 """Checkpoints: everything a run needs to continue as if it had never stopped.
 
-    save(run_dir / "checkpoint.pt", state); state = load(run_dir)
+    save(run_dir, state); state = load(run_dir)
 
 Model, optimizer, scheduler, filter, every random generator, the batch order's position, the step,
 the training time so far and the step timings; the data's fingerprint, so a resume on other data is
@@ -9,16 +9,15 @@ refused. Written to a temporary file and renamed: a checkpoint on disk is always
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from grokrun.config import ConfigError
+from grokrun.errors import UserError
+from grokrun.results import CHECKPOINT, CONFIG, atomic_write
 
-NAME = "checkpoint.pt"
 VERSION = 1
 
 
@@ -36,31 +35,23 @@ def set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def save(path: Path, state: dict[str, Any]) -> None:
-    """torch.save to a temporary file beside ``path``, flushed to disk, then renamed over it."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save({"version": VERSION, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def save(run_dir: Path, state: dict[str, Any]) -> None:
+    """The run's checkpoint, written atomically: a checkpoint on disk is always a whole one."""
+    atomic_write(Path(run_dir) / CHECKPOINT, lambda f: torch.save({"version": VERSION, **state}, f))
 
 
 def load(run_dir: Path) -> dict[str, Any]:
-    """The run's checkpoint, or ConfigError naming what is wrong with it."""
-    path = Path(run_dir) / NAME
+    """The run's checkpoint, or UserError naming what is wrong with it."""
+    path = Path(run_dir) / CHECKPOINT
     if not path.is_file():
-        raise ConfigError(f"{run_dir} has no {NAME} (it stopped before its first checkpoint); "
-                          f"start it again with grokrun train --config {Path(run_dir) / 'config.json'}")
+        raise UserError(f"{run_dir} has no {CHECKPOINT} (it stopped before its first checkpoint); "
+                        f"start it again with grokrun train --config {Path(run_dir) / CONFIG}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
         if not isinstance(state, dict) or state.get("version") != VERSION:
             raise ValueError("not a grokrun checkpoint")
     except Exception as e:  # a truncated or foreign file: unpickling can fail in many ways
         why = " ".join(str(e).split())[:80]
-        raise ConfigError(f"cannot read {path} ({type(e).__name__}: {why}); it is damaged: delete "
-                          f"the run directory and start again") from None
+        raise UserError(f"cannot read {path} ({type(e).__name__}: {why}); it is damaged: delete "
+                        f"the run directory and start again") from None
     return state

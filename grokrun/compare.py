@@ -1,6 +1,7 @@
 """Variants x seeds -> runs -> one table and an overlay plot, in one output folder.
 
     grokrun compare --task modular --filter ema --seeds 0,1,2
+    finished = compare(variants([], ["ema"], {}), [0, 1, 2], jobs=1, out=None, threshold=0.95, fmt="png", ...)
 
 The folder holds one run directory per (variant, seed), named ``<variant>-seed<N>``, and ``compare.json``
 (the variants' settings). A run already complete there is reused and an interrupted one resumed from its
@@ -22,46 +23,66 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable
 
-from grokrun.config import PRESETS, ConfigError, RunConfig, resolve, to_dict
-from grokrun.results import FINAL, differences, is_run_dir, read_run, variant_settings, write_json_atomic
+from rich.markup import escape
 
-_RUN_FILES = {"config.json", "metrics.csv", "summary.json", "checkpoint.pt", ".config.json.tmp",
-              ".summary.json.tmp", ".checkpoint.pt.tmp", ".metrics.csv.tmp"}
+from grokrun.config import RunBase, resolve, to_dict
+from grokrun.errors import UserError
+from grokrun.results import (CHECKPOINT, CONFIG, FINAL, RUN_FILES, differences, group_variants, is_run_dir,
+                             load_runs, read_run, tmp_name, variant_settings, write_json_atomic)
+from grokrun.tasks import task
+
+# What a run directory can hold before its first evaluation is written: its files, or their temporary twins.
+_STARTED_FILES = {*RUN_FILES, *(tmp_name(Path(f)).name for f in RUN_FILES)}
 
 
 @dataclass
 class Variant:
     name: str
-    config: RunConfig  # seed, out and name are set per run
+    config: Any  # a RunConfig; seed, out and name are set per run
 
 
-def variants_from_filters(task: str | None, filters: list[str], overrides: dict[str, Any]) -> list[Variant]:
-    """The baseline first, then each filter with the task's published settings; overrides apply to all."""
-    task = task or RunConfig.task
-    resolve(None, {**overrides, "task": task})  # validates the task and overrides before anything else
-    names = ["none", *[f for f in filters if f != "none"]] if filters else list(PRESETS[task])
-    variants = []
+def variants(files: list[Path], filters: list[str], overrides: dict[str, Any]) -> list[Variant]:
+    """The variants a compare command asks for: one per config file, or the baseline and each filter."""
+    for p in files:
+        if not p.exists():
+            raise UserError(f"no such config file or run directory: {p}")
+        if p.is_dir():
+            raise UserError("give config files or run directories, not both")
+    if files and filters:
+        raise UserError("give config files or --filter, not both")
+    if files:
+        return variants_from_files(files, overrides)
+    return variants_from_filters(overrides.get("task"), filters, overrides)
+
+
+def variants_from_filters(task_name: str | None, filters: list[str], overrides: dict[str, Any]) -> list[Variant]:
+    """The baseline first, then each filter with the task's published settings (or the filter's own defaults,
+    where none were published); no filter given: every published one. Overrides apply to all."""
+    task_name = task_name or RunBase.task
+    resolve(None, {**overrides, "task": task_name})  # validates the task and overrides before anything else
+    names = ["none", *[f for f in filters if f != "none"]] if filters else list(task(task_name).PRESETS)
+    found = []
     for filt in dict.fromkeys(names):
-        cfg = resolve(None, {**overrides, "task": task, "filter.name": filt})
-        variants.append(Variant("baseline" if filt == "none" else filt, cfg))
-    return variants
+        cfg = resolve(None, {**overrides, "task": task_name, "filter.name": filt})
+        found.append(Variant("baseline" if filt == "none" else filt, cfg))
+    return found
 
 
 def variants_from_files(files: list[Path], overrides: dict[str, Any]) -> list[Variant]:
     """One variant per config file, named after it; the first is the baseline."""
-    variants: list[Variant] = []
+    found: list[Variant] = []
     for path in files:
         cfg = resolve(path, overrides)
-        stem = path.parent.name if path.name == "config.json" else path.stem
+        stem = path.parent.name if path.name == CONFIG else path.stem
         name, i = stem, 2
-        while any(v.name == name for v in variants):
+        while any(v.name == name for v in found):
             name, i = f"{stem}-{i}", i + 1
-        variants.append(Variant(name, cfg))
-    tasks = {v.config.task for v in variants}
+        found.append(Variant(name, cfg))
+    tasks = {v.config.task for v in found}
     if len(tasks) > 1:
-        raise ConfigError(f"the config files are for different tasks ({', '.join(sorted(tasks))}); "
-                          "compare variants of one task")
-    return variants
+        raise UserError(f"the config files are for different tasks ({', '.join(sorted(tasks))}); "
+                        "compare variants of one task")
+    return found
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -70,7 +91,7 @@ def parse_seeds(text: str) -> list[int]:
     except ValueError:
         seeds = []
     if not seeds:
-        raise ConfigError(f"--seeds must be comma-separated integers such as 0,1,2, got {text!r}")
+        raise UserError(f"--seeds must be comma-separated integers such as 0,1,2, got {text!r}")
     return list(dict.fromkeys(seeds))
 
 
@@ -94,7 +115,7 @@ def output_folder(out: Path | None, variants: list[Variant], root: Path = Path("
             # completed with today's defaults, so settings added since a folder was made still match
             stored = [{"name": v["name"], "settings": variant_settings(to_dict(resolve(v["settings"], {})))}
                       for v in stored]
-        except (OSError, ValueError, KeyError, TypeError):  # ConfigError is a ValueError
+        except (OSError, ValueError, KeyError, TypeError):  # UserError is a ValueError
             continue
         if stored == manifest:
             return folder, True
@@ -109,13 +130,13 @@ def output_folder(out: Path | None, variants: list[Variant], root: Path = Path("
 class Job:
     variant: str
     seed: int
-    config: RunConfig
+    config: Any  # a RunConfig
     path: Path
     action: str  # "reuse" | "train" | "resume" (from its checkpoint) | "restart" (unfinished, no checkpoint)
 
 
 def plan(out: Path, variants: list[Variant], seeds: list[int]) -> list[Job]:
-    """What to do for each (variant, seed). Raises ConfigError if the folder holds a different run."""
+    """What to do for each (variant, seed). Raises UserError if the folder holds a different run."""
     jobs = []
     for v in variants:
         for seed in seeds:
@@ -126,32 +147,32 @@ def plan(out: Path, variants: list[Variant], seeds: list[int]) -> list[Job]:
     return jobs
 
 
-def _action(path: Path, cfg: RunConfig) -> str:
+def _action(path: Path, cfg) -> str:
     if not path.exists():
         return "train"
     if not is_run_dir(path):
-        if {p.name for p in path.iterdir()} <= _RUN_FILES:
+        if {p.name for p in path.iterdir()} <= _STARTED_FILES:
             return "restart"  # created, but stopped before its files were written
-        raise ConfigError(f"{path} exists and is not a run directory; move it away or choose another --out")
+        raise UserError(f"{path} exists and is not a run directory; move it away or choose another --out")
     try:
-        stored = to_dict(resolve(path / "config.json", {}))
-    except ConfigError as e:
-        raise ConfigError(f"{path} holds a run this comparison cannot read ({e}); choose another --out") from None
+        stored = to_dict(resolve(path / CONFIG, {}))
+    except UserError as e:
+        raise UserError(f"{path} holds a run this comparison cannot read ({e}); choose another --out") from None
     diff = differences(variant_settings(stored), variant_settings(to_dict(cfg)))
     if stored["seed"] != cfg.seed:
         diff["seed"] = (stored["seed"], cfg.seed)
     if diff:
         key, (was, now) = next(iter(diff.items()))
         more = f" (and {len(diff) - 1} more settings)" if len(diff) > 1 else ""
-        raise ConfigError(f"{path} was trained with {key} = {was!r}, this comparison asks for {now!r}{more}; "
-                          "choose another --out")
+        raise UserError(f"{path} was trained with {key} = {was!r}, this comparison asks for {now!r}{more}; "
+                        "choose another --out")
     try:
         status = read_run(path).summary
     except (OSError, ValueError):
         status = None
     if status and status.get("status") in FINAL:
         return "reuse"
-    return "resume" if (path / "checkpoint.pt").is_file() else "restart"
+    return "resume" if (path / CHECKPOINT).is_file() else "restart"
 
 
 def write_manifest(out: Path, variants: list[Variant], seeds: list[int]) -> None:
@@ -166,6 +187,98 @@ def write_manifest(out: Path, variants: list[Variant], seeds: list[int]) -> None
 
 
 # --- running ------------------------------------------------------------------------------------------
+
+def compare(found: list[Variant], seeds: list[int], jobs: int, out: Path | None, threshold: float, fmt: str,
+            quiet: bool, console, err) -> bool:
+    """Train what the folder lacks, print a line per run as it ends, then the table; write the table and the
+    overlay plot into the folder. Returns False if the user interrupted (the same command continues)."""
+    from grokrun.engine import StoppedAtOnce
+    from grokrun.table import headline
+
+    if jobs < 1:
+        raise UserError(f"--jobs must be >= 1, got {jobs}")
+    folder, continued = output_folder(out, found)
+    planned = plan(folder, found, seeds)
+    write_manifest(folder, found, seeds)
+    todo = sum(j.action != "reuse" for j in planned)
+    resumed = sum(j.action == "resume" for j in planned)
+    note = " (continuing the comparison found there; --out DIR starts another)" if continued else ""
+    console.print(escape(f"compare: {_count(len(found), 'variant')} × {_count(len(seeds), 'seed')} in {folder}{note}"))
+    console.print(f"{_count(todo - resumed, 'run')} to train, " + (f"{resumed} to resume, " if resumed else "")
+                  + f"{len(planned) - todo} already complete and reused")
+    done = [len(planned) - todo]
+
+    def report(job: Job, summary: dict) -> None:
+        done[0] += 1
+        console.print(escape(f"[{done[0]}/{len(planned)}] {job.variant} seed {job.seed}: "
+                             f"{headline(read_run(job.path), threshold)}"))
+
+    try:
+        finished = run_jobs(planned, jobs, quiet, console, report)
+    except KeyboardInterrupt:  # between runs; a run in progress ends itself as "interrupted"
+        finished = False
+    except StoppedAtOnce as e:  # a second Ctrl-C: that run has no summary; its checkpoint remains
+        err.print(escape(f"stopped at once (a second interrupt) in {e.run_dir}"))
+        finished = False
+    by_variant = [(v.name, [read_run(j.path) for j in planned if j.variant == v.name and is_run_dir(j.path)])
+                  for v in found]
+    by_variant = [(n, r) for n, r in by_variant if r]
+    if by_variant:
+        report_table(by_variant, folder, threshold, fmt, console, details=_variant_lines(found))
+    if jobs > 1 and todo > 1:
+        console.print(f"[dim]{jobs} runs trained at once: their ms/step and times include the contention "
+                      "between them; compare them only with each other.[/dim]")
+    if not finished:
+        console.print(f"[yellow]interrupted[/yellow]: the same command continues the comparison in {escape(str(folder))}")
+    return finished
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
+def _variant_lines(found: list[Variant]) -> str:
+    from grokrun.filters import describe_variant
+
+    return "Variants: " + "; ".join(
+        f"{v.name} = {describe_variant(to_dict(v.config))} · {v.config.train.max_steps:,} steps" for v in found)
+
+
+def tabulate_existing(paths: list[Path], out: Path | None, threshold: float, fmt: str, console, warn) -> None:
+    """The table of runs already trained (run directories, or folders of them), grouped into variants."""
+    runs, problems = load_runs(paths)
+    for problem in problems:
+        warn(problem)
+    if not runs:
+        raise UserError(f"no run directories in {', '.join(map(str, paths))}")
+    tasks = sorted({str(r.config.get("task")) for r in runs})
+    if len(tasks) > 1:
+        raise UserError(f"the runs are of several tasks ({', '.join(tasks)}); compare the runs of one task")
+    grouped, repeats = group_variants(runs)
+    for problem in repeats:
+        warn(problem)
+    folder = out or (paths[0] if len(paths) == 1 and not is_run_dir(paths[0]) else None)
+    report_table(grouped, folder, threshold, fmt, console)
+    if folder is None:
+        console.print("(not saved: give --out DIR to write comparison.md, comparison.csv and the overlay plot)")
+
+
+def report_table(grouped, folder: Path | None, threshold: float, fmt: str, console, details: str = "") -> None:
+    """Print the table; with a folder, also write comparison.md, comparison.csv and the overlay plot."""
+    from grokrun.plot import describe_task, plot_overlay
+    from grokrun.table import render_rich, tabulate, write_csv, write_markdown
+
+    rows = tabulate(grouped, threshold)
+    title = f"{describe_task(grouped[0][1][0])} · threshold {threshold:g} val acc"
+    console.print(render_rich(rows, threshold, title))
+    if folder is None:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    write_markdown(rows, folder / "comparison.md", threshold, title, details)
+    write_csv(rows, folder / "comparison.csv", threshold)
+    figure = plot_overlay(grouped, folder / f"comparison.{fmt}", threshold)
+    console.print(escape(f"wrote {folder / 'comparison.md'}, comparison.csv and {figure.name}"))
+
 
 def run_jobs(jobs: list[Job], n_jobs: int, quiet: bool, console, report: Callable[[Job, dict], None]) -> bool:
     """Train every job not reused. Returns False if the user interrupted (the rest are left untrained)."""
@@ -187,6 +300,7 @@ def run_jobs(jobs: list[Job], n_jobs: int, quiet: bool, console, report: Callabl
 
 
 def _run_parallel(todo: list[Job], n_jobs: int, report) -> bool:
+    """Train ``todo`` in ``n_jobs`` worker processes, reporting each run as it ends."""
     threads = max(1, (os.cpu_count() or 1) // n_jobs)  # no oversubscription: each worker gets its share
     ctx = get_context("spawn")
     stop = ctx.Event()  # set on Ctrl-C: jobs already handed to a worker then start no training
@@ -229,7 +343,7 @@ def _worker_init(threads: int, stop) -> None:
     torch.set_num_threads(threads)
 
 
-def _worker_train(cfg: RunConfig, resume: Path | None) -> dict | None:
+def _worker_train(cfg, resume: Path | None) -> dict | None:
     """Train (or resume) one run in a worker; None if the comparison was stopped before it began."""
     from grokrun.engine import train
 

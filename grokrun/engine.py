@@ -3,7 +3,8 @@
     run_dir, summary = train(resolve(None, {"task": "modular", "filter.name": "ema"}))
 
 A task supplies the model, its data on the device, a loss and an evaluation (grokrun.tasks.base.Task);
-everything else lives here, once. Between evaluations the loop never waits for the device: losses stay
+everything else lives here, once, in the order a run goes: set-up, restore (when resuming), the loop,
+evaluation, checkpoint and summary. Between evaluations the loop never waits for the device: losses stay
 tensors, divergence is a flag on the device, and step times are CUDA events read at the next evaluation.
 """
 
@@ -20,15 +21,18 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import grokrun
 from grokrun import checkpoint
-from grokrun.config import ConfigError, OptimConfig, RunConfig, TrainConfig, to_dict
-from grokrun.filters import FILTERS
+from grokrun.config import TrainConfig, to_dict
+from grokrun.errors import UserError
+from grokrun.filters import FILTERS, describe_variant
 from grokrun.measure import StepTimer, peak_memory_mb, reset_peak_memory, synchronize
-from grokrun.results import RunWriter, metric_summary, new_run_dir
-from grokrun.tasks import task_module
+from grokrun.optim import make_optimizer, warmup_factor
+from grokrun.results import SUMMARY, RunWriter, metric_summary, new_run_dir
+from grokrun.tasks import task
 
 
 def pick_device(name: str) -> torch.device:
@@ -37,28 +41,10 @@ def pick_device(name: str) -> torch.device:
             return torch.device("cuda")
         return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available here; use --device cpu or --device auto")
+        raise UserError("--device cuda: no CUDA device is available here; use --device cpu or --device auto")
     if name == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("--device mps: MPS is not available here; use --device cpu or --device auto")
+        raise UserError("--device mps: MPS is not available here; use --device cpu or --device auto")
     return torch.device(name)
-
-
-def make_optimizer(o: OptimConfig, params: list[torch.Tensor]) -> torch.optim.Optimizer:
-    if o.name == "adam":  # weight decay coupled into the gradient (L2), as the Grokfast modular script
-        return torch.optim.Adam(params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
-    if o.name == "adamw":
-        return torch.optim.AdamW(params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
-    return torch.optim.SGD(params, lr=o.lr, momentum=o.beta1, weight_decay=o.weight_decay)
-
-
-def warmup_factor(warmup_steps: int):
-    """Learning-rate factor for LambdaLR, whose counter is 0 at step 1: step s uses min((s - 1) / warmup, 1).
-
-    This is the published schedule (``update / 10`` over the first 10 updates): step 1 runs at rate 0,
-    moving no weight while Adam's moments and the gradient filter still take in its gradient, and step
-    warmup + 1 is the first at the full rate. Kept exactly, so a seed follows the published trajectory.
-    """
-    return lambda i: min(i / warmup_steps, 1.0) if warmup_steps else 1.0
 
 
 def eval_steps(cfg: TrainConfig, steps_per_epoch: int) -> set[int]:
@@ -108,142 +94,184 @@ def stop_signals():
             signal.signal(s, h)
 
 
-def train(cfg: RunConfig, quiet: bool = False, console: Console | None = None,
+def train(cfg, quiet: bool = False, console: Console | None = None,
           resume: Path | None = None) -> tuple[Path, dict[str, Any]]:
     """Train one run to its budget (or target), writing its run directory. Returns (run dir, summary).
 
     With ``resume``, continue that run directory from its checkpoint, as if it had never stopped.
     """
-    device = pick_device(cfg.device)
-    param_dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.dtype == "bfloat16" else nullcontext()
-    saved = checkpoint.load(resume) if resume is not None else None  # may raise ConfigError
-    torch.manual_seed(cfg.seed)
-    task = task_module(cfg.task).build(cfg, device, param_dtype)  # may raise ConfigError: no run dir yet
-    model = task.model
-    params = list(model.parameters())
-    optimizer = make_optimizer(cfg.optim, params)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_factor(cfg.optim.warmup_steps))
-    grad_filter = FILTERS[cfg.filter.name].from_config(cfg.filter)
-    evals = eval_steps(cfg.train, task.batches.steps_per_epoch)
-    max_steps, target = cfg.train.max_steps, cfg.train.stop_at_acc
-    save_every = cfg.train.checkpoint_every or max(1, max_steps // 10)
-    fingerprint = task.fingerprint()
-    timer = StepTimer(device)
-    wall, start, peak_before = 0.0, 0, 0.0  # wall: training time so far, evaluation excluded
+    saved = checkpoint.load(resume) if resume is not None else None  # may raise UserError: nothing written yet
+    run = Run(cfg)  # may raise UserError (no data, no device): still nothing written
     if saved is None:
-        run_dir = new_run_dir(Path(cfg.out), cfg.name or f"{cfg.task}-{cfg.filter.name}-seed{cfg.seed}")
-        writer = RunWriter(run_dir, to_dict(cfg))
+        run.start()
     else:
-        if saved["fingerprint"] != fingerprint:
-            raise ConfigError(f"the data of {resume} differ from its checkpoint's (the dataset files changed?); "
-                              "it cannot be resumed")
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        grad_filter.load_state_dict(_to(saved["filter"], device))
-        task.batches.load_state_dict(saved["batches"])
-        checkpoint.set_rng_states(saved["rng"])
-        start, wall, timer.ms, peak_before = saved["step"], saved["wall_s"], saved["ms"], saved["peak_memory_mb"]
-        run_dir = Path(resume)
-        (run_dir / "summary.json").unlink(missing_ok=True)  # running again: no stale status
-        writer = RunWriter.resume(run_dir, upto=start)
-    reset_peak_memory(device)
-    first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first step with a non-finite loss or grad
+        run.restore(saved, Path(resume))
+    status, step, diverged_at = run.loop(quiet, console)
+    return run.run_dir, run.finish(status, step, diverged_at)
 
-    def evaluate(step: int) -> dict[str, Any]:
-        model.eval()
-        with autocast:
-            train_loss, train_acc = task.evaluate("train")
-            val_loss, val_acc = task.evaluate("val")
-        model.train()
+
+class Run:
+    """One training run: its model, data, optimizer, filter and run directory, and the loop over them."""
+
+    # --- set-up -----------------------------------------------------------------------------------------
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.device = pick_device(cfg.device)
+        param_dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
+        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if cfg.dtype == "bfloat16"
+                         else nullcontext())
+        torch.manual_seed(cfg.seed)
+        self.task = task(cfg.task).build(cfg, self.device, param_dtype)
+        self.model = self.task.model
+        self.params = list(self.model.parameters())
+        self.optimizer = make_optimizer(cfg.optim, self.params)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_factor(cfg.optim.warmup_steps))
+        self.grad_filter = FILTERS[cfg.filter.name].from_config(cfg.filter)
+        self.evals = eval_steps(cfg.train, self.task.batches.steps_per_epoch)
+        self.save_every = cfg.train.checkpoint_every or max(1, cfg.train.max_steps // 10)
+        self.fingerprint = self.task.fingerprint()
+        self.timer = StepTimer(self.device)
+        self.wall, self.start_step, self.peak_before = 0.0, 0, 0.0  # wall: training time, evaluation excluded
+
+    def start(self) -> None:
+        """A new run directory, with the config in it."""
+        cfg = self.cfg
+        self.run_dir = new_run_dir(Path(cfg.out), cfg.name or f"{cfg.task}-{cfg.filter.name}-seed{cfg.seed}")
+        self.writer = RunWriter(self.run_dir, to_dict(cfg))
+
+    def restore(self, saved: dict[str, Any], run_dir: Path) -> None:
+        """Continue ``run_dir`` from its checkpoint: every state as it was at the checkpoint's step."""
+        if saved["fingerprint"] != self.fingerprint:
+            raise UserError(f"the data of {run_dir} differ from its checkpoint's (the dataset files changed?); "
+                            "it cannot be resumed")
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.grad_filter.load_state_dict(_to(saved["filter"], self.device))
+        self.task.batches.load_state_dict(saved["batches"])
+        checkpoint.set_rng_states(saved["rng"])
+        self.start_step, self.wall, self.timer.ms = saved["step"], saved["wall_s"], saved["ms"]
+        self.peak_before = saved["peak_memory_mb"]
+        self.run_dir = run_dir
+        (run_dir / SUMMARY).unlink(missing_ok=True)  # running again: no stale status
+        self.writer = RunWriter.resume(run_dir, upto=self.start_step)
+
+    # --- the loop ---------------------------------------------------------------------------------------
+
+    def loop(self, quiet: bool, console: Console | None) -> tuple[str, int, int | None]:
+        """Train from the start step to the budget, the target or a stop. Returns (status, last step, the
+        step where the loss or a gradient first became non-finite, or None)."""
+        cfg, task, params = self.cfg, self.task, self.params
+        max_steps, target = cfg.train.max_steps, cfg.train.stop_at_acc
+        reset_peak_memory(self.device)
+        first_bad = torch.full((), -1, dtype=torch.long, device=self.device)  # first non-finite step
+        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[stats]}"),
+                            TimeElapsedColumn(), console=console, disable=quiet, transient=False)
+        status, step, diverged_at = "completed", self.start_step, None
+        try:
+            with progress, stop_signals() as stop:
+                bar = progress.add_task(escape(f"{cfg.task} {cfg.filter.name} seed {cfg.seed}"), total=max_steps,
+                                        completed=step, rate="", stats="")
+                row = self.evaluate(0) if self.start_step == 0 else self.writer.rows[-1]
+                t0 = time.perf_counter()
+                for step in range(self.start_step + 1, max_steps + 1):
+                    self.timer.start()
+                    idx = task.batches.next()
+                    with self.autocast:
+                        loss = task.loss(idx)
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if cfg.optim.clip_grad:  # before the filter, as the Grokfast IMDb script; no host sync
+                        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad)
+                    else:
+                        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+                    self.grad_filter.apply(params, amplify=step > cfg.filter.start)
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    bad = ~torch.isfinite(loss.detach() + grad_norm)
+                    first_bad = torch.where(bad & (first_bad < 0), step, first_bad)  # on the device: no wait
+                    self.timer.stop()
+                    is_eval, is_save = step in self.evals, step % self.save_every == 0 or step == max_steps
+                    if not (is_eval or is_save or stop.requested):
+                        continue
+                    # The only places the loop waits for the device: evaluations, checkpoints, a stop request.
+                    synchronize(self.device)
+                    self.wall += time.perf_counter() - t0
+                    self.timer.flush()
+                    if is_eval:
+                        row = self.evaluate(step)
+                        progress.update(bar, completed=step, rate=f"{step / max(self.wall, 1e-9):.1f} it/s",
+                                        stats=_stats(row))
+                    bad_step = first_bad.item()
+                    if bad_step >= 0:
+                        status, diverged_at = "diverged", bad_step
+                        break
+                    if is_eval and target is not None and row["val_acc"] is not None and row["val_acc"] >= target:
+                        status = "stopped_at_target"
+                        break
+                    if stop.requested:
+                        status = "interrupted"
+                        break
+                    if is_save:
+                        self.save_checkpoint(step)
+                    t0 = time.perf_counter()
+                if status in ("stopped_at_target", "interrupted"):
+                    self.save_checkpoint(step)
+        except KeyboardInterrupt:  # a second interrupt: stop at once, leaving no summary
+            self.writer.close()
+            raise StoppedAtOnce(self.run_dir) from None
+        return status, step, diverged_at
+
+    # --- evaluation, checkpoint, summary ------------------------------------------------------------------
+
+    def evaluate(self, step: int) -> dict[str, Any]:
+        """Loss and accuracy on the full train and validation sets, and the weight norm: one metrics row."""
+        self.model.eval()
         with torch.no_grad():
-            weight_norm = torch.nn.utils.get_total_norm(params)  # L2 norm of all parameters together
+            with self.autocast:
+                train_loss, train_acc = self.task.evaluate("train")
+                val_loss, val_acc = self.task.evaluate("val")
+            weight_norm = torch.nn.utils.get_total_norm(self.params)  # L2 norm of all parameters together
+        self.model.train()
         metrics = [train_loss, train_acc, val_loss, val_acc, weight_norm]
         known = [m for m in metrics if m is not None]
         values = iter(torch.stack([m.double() for m in known]).tolist())  # the one sync
         row = dict(zip(("train_loss", "train_acc", "val_loss", "val_acc", "weight_norm"),
-                       (None if m is None else next(values) for m in metrics)), step=step, wall_s=wall)
-        writer.log(row)
+                       (None if m is None else next(values) for m in metrics)), step=step, wall_s=self.wall)
+        self.writer.log(row)
         return row
 
-    def save_checkpoint(step: int) -> None:
-        checkpoint.save(run_dir / checkpoint.NAME, {
-            "step": step, "wall_s": wall, "ms": timer.ms, "fingerprint": fingerprint,
-            "peak_memory_mb": max(peak_before, peak_memory_mb(device)),
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "filter": grad_filter.state_dict(), "batches": task.batches.state_dict(), "rng": checkpoint.rng_states(),
+    def save_checkpoint(self, step: int) -> None:
+        checkpoint.save(self.run_dir, {
+            "step": step, "wall_s": self.wall, "ms": self.timer.ms, "fingerprint": self.fingerprint,
+            "peak_memory_mb": self.peak_memory_mb(),
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "filter": self.grad_filter.state_dict(),
+            "batches": self.task.batches.state_dict(), "rng": checkpoint.rng_states(),
         })
 
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[stats]}"),
-                        TimeElapsedColumn(), console=console, disable=quiet, transient=False)
-    status, step, diverged_at = "completed", start, None
-    try:
-        with progress, stop_signals() as stop:
-            bar = progress.add_task(f"{cfg.task} {cfg.filter.name} seed {cfg.seed}", total=max_steps,
-                                    completed=start, rate="", stats="")
-            row = evaluate(0) if saved is None else writer.rows[-1]
-            t0 = time.perf_counter()
-            for step in range(start + 1, max_steps + 1):
-                timer.start()
-                idx = task.batches.next()
-                with autocast:
-                    loss = task.loss(idx)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.optim.clip_grad:  # before the filter, as the Grokfast IMDb script; no host sync
-                    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad)
-                else:
-                    grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-                grad_filter.apply(params, amplify=step > cfg.filter.start)
-                optimizer.step()
-                scheduler.step()
-                bad = ~torch.isfinite(loss.detach() + grad_norm)
-                first_bad = torch.where(bad & (first_bad < 0), step, first_bad)  # on the device: no wait
-                timer.stop()
-                is_eval, is_save = step in evals, step % save_every == 0 or step == max_steps
-                if not (is_eval or is_save or stop.requested):
-                    continue
-                # The only places the loop waits for the device: evaluations, checkpoints, a stop request.
-                synchronize(device)
-                wall += time.perf_counter() - t0
-                timer.flush()
-                if is_eval:
-                    row = evaluate(step)
-                    progress.update(bar, completed=step, rate=f"{step / max(wall, 1e-9):.1f} it/s", stats=_stats(row))
-                bad_step = first_bad.item()
-                if bad_step >= 0:
-                    status, diverged_at = "diverged", bad_step
-                    break
-                if is_eval and target is not None and row["val_acc"] is not None and row["val_acc"] >= target:
-                    status = "stopped_at_target"
-                    break
-                if stop.requested:
-                    status = "interrupted"
-                    break
-                if is_save:
-                    save_checkpoint(step)
-                t0 = time.perf_counter()
-            if status in ("stopped_at_target", "interrupted"):
-                save_checkpoint(step)
-    except KeyboardInterrupt:  # a second interrupt: stop at once, leaving no summary
-        writer.close()
-        raise StoppedAtOnce(run_dir) from None
+    def peak_memory_mb(self) -> float:
+        return max(self.peak_before, peak_memory_mb(self.device))
 
-    summary = {
-        "status": status, "task": cfg.task, "filter": cfg.filter.name, "seed": cfg.seed,
-        "steps": step, "max_steps": max_steps, "diverged_at": diverged_at,
-        **metric_summary(writer.rows),
-        "wall_s": wall, "ms_per_step": timer.median_ms(),
-        "peak_memory_mb": max(peak_before, peak_memory_mb(device)),
-        "final": {k: row.get(k) for k in ("step", "train_loss", "train_acc", "val_loss", "val_acc")},
-        "device": _device_name(device), "dtype": cfg.dtype,
-        "versions": {"grokrun": grokrun.__version__, "torch": torch.__version__,
-                     "python": platform.python_version()},
-    }
-    writer.finish(summary)
-    return run_dir, summary
+    def finish(self, status: str, step: int, diverged_at: int | None) -> dict[str, Any]:
+        """Write summary.json, last: what the run found, how fast, and how to name it in titles."""
+        cfg, rows = self.cfg, self.writer.rows
+        config = to_dict(cfg)
+        summary = {
+            "status": status, "task": cfg.task, "filter": cfg.filter.name, "seed": cfg.seed,
+            "steps": step, "max_steps": cfg.train.max_steps, "diverged_at": diverged_at,
+            **metric_summary(rows),
+            "wall_s": self.wall, "ms_per_step": self.timer.median_ms(), "peak_memory_mb": self.peak_memory_mb(),
+            "final": {k: rows[-1].get(k) for k in ("step", "train_loss", "train_acc", "val_loss", "val_acc")},
+            "title": {"task": task(cfg.task).describe(getattr(cfg, cfg.task)), "variant": describe_variant(config)},
+            "device": _device_name(self.device), "dtype": cfg.dtype,
+            "versions": {"grokrun": grokrun.__version__, "torch": torch.__version__,
+                         "python": platform.python_version()},
+        }
+        self.writer.finish(summary)
+        return summary
 
 
 def _to(state: Any, device: torch.device) -> Any:

@@ -19,15 +19,20 @@ and a running sum so its cost does not grow with the window.
 
 ``gradfilter_ema`` and ``gradfilter_ma`` at the bottom are drop-in replacements for the functions of
 the published Grokfast snippet: same arguments, same returned state to feed back, same numbers.
+
+A new filter is one ``GradFilter`` subclass and one entry in ``FILTERS``: it then works with every task
+(``--filter NAME``), takes its settings from the filter flags (``--lamb``, ``--alpha``, ...) with its own
+``defaults`` where a task has no published preset for it, and is named in titles and legends by its
+``describe``. torch is imported on first use, so reading the registry costs nothing.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
-import torch
-from torch import Tensor, nn
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 
 def _with_grads(parameters: Iterable[Tensor]) -> tuple[list[int], list[Tensor]]:
@@ -41,14 +46,24 @@ def _with_grads(parameters: Iterable[Tensor]) -> tuple[list[int], list[Tensor]]:
 
 
 class GradFilter:
-    """No filtering: the baseline. Subclasses override ``_filter``."""
+    """No filtering: the baseline. Subclasses override ``_filter`` (and, with state, the state methods)."""
 
     name = "none"
+    defaults: dict[str, Any] = {}
+    """Filter settings (FilterConfig fields) this filter uses where no published preset sets them."""
 
     @classmethod
     def from_config(cls, fc) -> GradFilter:
         """The filter a run's FilterConfig describes."""
         return cls()
+
+    @classmethod
+    def describe(cls, fc: dict[str, Any]) -> str:
+        """The filter and its settings, for titles and legends, from a saved config's filter section."""
+        if cls.name == "none":
+            return "no filter"
+        return " ".join([cls.name, *(f"{k}={fc[k]:g}" if isinstance(fc.get(k), float) else f"{k}={fc.get(k)}"
+                                     for k in cls.defaults)])
 
     def apply(self, parameters: Iterable[Tensor], amplify: bool = True) -> None:
         """Update the filter with this step's grads and, if ``amplify``, add lamb * (slow part) to them.
@@ -73,6 +88,7 @@ class EMAFilter(GradFilter):
     """Exponential moving average of the gradient, added back with weight ``lamb``."""
 
     name = "ema"
+    defaults = {"alpha": 0.98, "lamb": 2.0}
 
     def __init__(self, alpha: float = 0.98, lamb: float = 2.0):
         if not 0.0 <= alpha < 1.0:
@@ -86,7 +102,13 @@ class EMAFilter(GradFilter):
     def from_config(cls, fc):
         return cls(alpha=fc.alpha, lamb=fc.lamb)
 
+    @classmethod
+    def describe(cls, fc):
+        return f"EMA α={fc['alpha']:g} λ={fc['lamb']:g}"
+
     def _filter(self, keys, grads, amplify):
+        import torch
+
         new = [(k, g) for k, g in zip(keys, grads) if k not in self.mu]
         old = [(k, g) for k, g in zip(keys, grads) if k in self.mu]
         for k, g in new:  # mu_1 = g_1
@@ -115,6 +137,7 @@ class MAFilter(GradFilter):
     """
 
     name = "ma"
+    defaults = {"window_size": 100, "lamb": 5.0}
 
     def __init__(self, window_size: int = 100, lamb: float = 5.0, filter_type: str = "mean",
                  warmup: bool = True):
@@ -134,7 +157,13 @@ class MAFilter(GradFilter):
     def from_config(cls, fc):
         return cls(window_size=fc.window_size, lamb=fc.lamb, filter_type=fc.filter_type, warmup=fc.warmup)
 
+    @classmethod
+    def describe(cls, fc):
+        return f"MA window {fc['window_size']} λ={fc['lamb']:g}" + (" (sum)" if fc.get("filter_type") == "sum" else "")
+
     def _filter(self, keys, grads, amplify):
+        import torch
+
         w = self.window_size
         for k, g in zip(keys, grads):
             if k not in self.ring:
@@ -181,11 +210,23 @@ class MAFilter(GradFilter):
 FILTERS: dict[str, type[GradFilter]] = {"none": GradFilter, "ema": EMAFilter, "ma": MAFilter}
 
 
+def describe_variant(config: dict[str, Any]) -> str:
+    """How a run was trained, from its saved config: "EMA α=0.98 λ=2 · adam wd 0.005"."""
+    f, o = config.get("filter", {}), config.get("optim", {})
+    name = f.get("name", "none")
+    text = FILTERS[name].describe(f) if name in FILTERS else name
+    if name != "none" and f.get("start"):
+        text += f" from step {f['start']:,}"
+    return f"{text} · {o.get('name', '?')} wd {o.get('weight_decay', 0):g}"
+
+
 # --- drop-in replacements for the published Grokfast functions -----------------------------------
 
 def gradfilter_ema(m: nn.Module, grads: dict[str, Tensor] | None = None, alpha: float = 0.98,
                    lamb: float = 2.0) -> dict[str, Tensor]:
     """Grokfast's ``gradfilter_ema``: returns the EMA state (by parameter name) to pass back next call."""
+    import torch
+
     named = [(n, p) for n, p in m.named_parameters() if p.requires_grad and p.grad is not None]
     if grads is None:
         grads = {}

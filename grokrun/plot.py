@@ -9,62 +9,42 @@ together: ``comparison.<fmt>`` with each variant's median curve and its min–ma
 
 from __future__ import annotations
 
-import re
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from grokrun.filters import describe_variant
 from grokrun.results import FINISHED, Run, group_variants, load_runs
+from grokrun.tasks import TASKS, task
 
 FORMATS = ("png", "svg", "pdf")
 
-_OP_TEXT = {"mul": "x·y", "add": "x+y", "sub": "x−y", "div": "x/y", "s5": "x∘y in S5",
-            "s5conj": "x∘y∘x⁻¹ in S5", "s5aba": "x∘y∘x in S5"}
+def describe_task(run: Run) -> str:
+    """What was learned, as the run described itself when it trained: "modular: x·y mod 97, 50% train".
+
+    A run without that (unfinished, or made before runs saved it) is described from its config by its
+    task's ``describe``, which needs no torch; a task this install does not know is named only.
+    """
+    title = (run.summary or {}).get("title") or {}
+    if "task" in title:
+        return title["task"]
+    config = run.config
+    name = config.get("task", "?")
+    if name not in TASKS:
+        return str(name)
+    options = task(name).Options
+    known = {f.name for f in dataclasses.fields(options)}
+    return task(name).describe(options(**{k: v for k, v in config.get(name, {}).items() if k in known}))
 
 
-def describe_task(config: dict[str, Any]) -> str:
-    """What was learned: "modular: x·y mod 97, 50% train"."""
-    task = config.get("task", "?")
-    section = config.get(task, {})
-    if task == "modular":
-        op = section.get("op", "?")
-        text = _OP_TEXT.get(op) or re.sub(r"([xy])([23])", lambda m: m[1] + "²³"[int(m[2]) - 2], op)
-        if not op.startswith("s5"):
-            text += f" mod {section.get('p')}"
-        return f"modular: {text}, {section.get('train_frac', 0):.0%} train"
-    if task == "mnist":
-        return (f"mnist: {section.get('train_points', 0):,} train images, MLP {section.get('depth')}×"
-                f"{section.get('width')} {section.get('activation')}, init ×{section.get('init_scale', 0):g}, "
-                f"{section.get('loss')}")
-    if task == "imdb":
-        source = Path(section["data_file"]).name if section.get("data_file") else "aclImdb"
-        return (f"imdb: {section.get('size', 0):,} reviews ({source}), LSTM {section.get('layers')}×"
-                f"{section.get('width')}, init ×{section.get('init_scale', 0):g}")
-    if task == "qm9":
-        names = {0: "dipole moment", 1: "polarizability α", 2: "HOMO", 3: "LUMO", 4: "gap"}
-        target = section.get("target", 1)
-        return (f"qm9: {section.get('size', 0):,} molecules, {names.get(target, f'target {target}')}, "
-                f"init ×{section.get('init_scale', 0):g}")
-    return task
-
-
-def describe_filter(config: dict[str, Any]) -> str:
-    """How it was trained: "EMA α=0.98 λ=2 · wd 0.005"."""
-    f, o = config.get("filter", {}), config.get("optim", {})
-    name = f.get("name", "none")
-    if name == "ema":
-        text = f"EMA α={f['alpha']:g} λ={f['lamb']:g}"
-    elif name == "ma":
-        text = f"MA window {f['window_size']} λ={f['lamb']:g}" + (" (sum)" if f.get("filter_type") == "sum" else "")
-    else:
-        text = "no filter"
-    if name != "none" and f.get("start"):
-        text += f" from step {f['start']:,}"
-    return f"{text} · {o.get('name', '?')} wd {o.get('weight_decay', 0):g}"
+def describe_filter(run: Run) -> str:
+    """How it was trained: "EMA α=0.98 λ=2 · adam wd 0.005" (saved at train time, else from the config)."""
+    title = (run.summary or {}).get("title") or {}
+    return title.get("variant") or describe_variant(run.config)
 
 
 def _series(run: Run, column: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -86,7 +66,7 @@ def plot_run(run: Run, fmt: str = "png", threshold: float = 0.95) -> list[Path]:
     """accuracy.<fmt> (if the task has accuracy), loss.<fmt> and weight_norm.<fmt> (if logged) in the run directory."""
     cfg = run.config
     status = (run.summary or {}).get("status", "unfinished")
-    title = f"{describe_task(cfg)}\n{describe_filter(cfg)} · seed {cfg.get('seed')}"
+    title = f"{describe_task(run)}\n{describe_filter(run)} · seed {cfg.get('seed')}"
     if status not in FINISHED:
         title += f" · {status}"
     written = []
@@ -137,8 +117,8 @@ def _band(runs: list[Run], column: str) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 def plot_overlay(variants: list[tuple[str, list[Run]]], path: Path, threshold: float = 0.95) -> Path:
     """One colour per variant: median curve over its seeds, min–max band; validation solid, train dashed."""
-    configs = [runs[0].config for _, runs in variants]
-    tasks = {describe_task(c) for c in configs}
+    firsts = [runs[0] for _, runs in variants]
+    tasks = {describe_task(r) for r in firsts}
 
     def present(column: str) -> bool:
         return any(_series(r, column) is not None for _, runs in variants for r in runs)
@@ -150,9 +130,9 @@ def plot_overlay(variants: list[tuple[str, list[Run]]], path: Path, threshold: f
     for ax, kind in zip(axes, kinds):
         for i, (name, runs) in enumerate(variants):
             color = f"C{i % 10}"
-            label = f"{name}: {describe_filter(runs[0].config)}"
+            label = f"{name}: {describe_filter(runs[0])}"
             if len(tasks) > 1:
-                label += f" ({describe_task(runs[0].config)})"
+                label += f" ({describe_task(runs[0])})"
             val = _band(runs, "weight_norm" if kind == "weight_norm" else f"val_{kind}")
             if val is not None:
                 x, med, lo, hi = val
@@ -169,7 +149,7 @@ def plot_overlay(variants: list[tuple[str, list[Run]]], path: Path, threshold: f
                       "loss": "loss: validation (solid), train (dashed)",
                       "weight_norm": "weight norm"}[kind], fontsize=9)
     axes[0].legend(fontsize=8)
-    head = tasks.pop() if len(tasks) == 1 else configs[0].get("task", "")
+    head = tasks.pop() if len(tasks) == 1 else firsts[0].config.get("task", "")
     fig.suptitle(f"{head} — median and min–max band over seeds", fontsize=10)
     return _finish(fig, path)
 
@@ -193,12 +173,12 @@ def plot_path(path: Path, fmt: str = "png", threshold: float = 0.95) -> PlotRepo
     for run in runs:
         report.figures += plot_run(run, fmt, threshold)
     tasks = list(dict.fromkeys(r.config.get("task") for r in runs))
-    for task in tasks:
-        task_runs = [r for r in runs if r.config.get("task") == task]
+    for name in tasks:
+        task_runs = [r for r in runs if r.config.get("task") == name]
         if len(task_runs) < 2 or Path(path) in [r.path for r in task_runs]:
             continue
         variants, repeats = group_variants(task_runs)
         report.warnings += repeats
-        name = "comparison" if len(tasks) == 1 else f"comparison-{task}"
-        report.overlays.append(plot_overlay(variants, Path(path) / f"{name}.{fmt}", threshold))
+        figure = "comparison" if len(tasks) == 1 else f"comparison-{name}"
+        report.overlays.append(plot_overlay(variants, Path(path) / f"{figure}.{fmt}", threshold))
     return report

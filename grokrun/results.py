@@ -10,15 +10,19 @@ A run directory is never overwritten. Nothing here imports torch or a task.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Callable
 
-from grokrun.config import flatten
+
+# The files of a run directory; every reader and writer names them through these.
+CONFIG, METRICS, SUMMARY, CHECKPOINT = "config.json", "metrics.csv", "summary.json", "checkpoint.pt"
+RUN_FILES = (CONFIG, METRICS, SUMMARY, CHECKPOINT)
 
 METRIC_COLUMNS = ["step", "wall_s", "train_loss", "train_acc", "val_loss", "val_acc", "weight_norm"]
 THRESHOLDS = (0.5, 0.9, 0.95, 0.99)
@@ -27,18 +31,42 @@ FINISHED = ("completed", "stopped_at_target")  # ended as planned
 FINAL = (*FINISHED, "diverged")  # nothing left to resume: running it again gives the same
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write to a temporary file beside ``path``, then rename: readers see the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.tmp")
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as one level: {"optim": {"lr": 1e-3}} -> {"optim.lr": 1e-3}."""
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def tmp_name(path: Path) -> Path:
+    """The temporary file an atomic write of ``path`` goes through."""
+    return path.with_name(f".{path.name}.tmp")
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """``write`` into a temporary file beside ``path``, flushed to disk, then renamed over it: readers see
+    the old file or the new one, never half of one, and no temporary file is left behind."""
+    tmp = tmp_name(path)
     try:
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
+        with open(tmp, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def new_run_dir(out: Path, name: str) -> Path:
@@ -59,8 +87,8 @@ class RunWriter:
 
     def __init__(self, path: Path, config: dict[str, Any]):
         self.path = path
-        write_json_atomic(path / "config.json", config)
-        self._file = open(path / "metrics.csv", "w", newline="")
+        write_json_atomic(path / CONFIG, config)
+        self._file = open(path / METRICS, "w", newline="")
         self._csv = csv.writer(self._file)
         self._csv.writerow(METRIC_COLUMNS)
         self._file.flush()
@@ -71,16 +99,15 @@ class RunWriter:
         """Continue a run's metrics.csv from its checkpoint at step ``upto``: rows after it (written
         before a crash, past the checkpoint) are dropped, as the resumed run evaluates those steps again."""
         rows = [r for r in read_metrics(path) if r["step"] <= upto]
-        tmp = path / ".metrics.csv.tmp"
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
+        with io.StringIO(newline="") as buf:
+            w = csv.writer(buf)
             w.writerow(METRIC_COLUMNS)
             for r in rows:
                 w.writerow(_cell(r.get(c)) for c in METRIC_COLUMNS)
-        os.replace(tmp, path / "metrics.csv")
+            write_text_atomic(path / METRICS, buf.getvalue())
         self = cls.__new__(cls)
         self.path = path
-        self._file = open(path / "metrics.csv", "a", newline="")
+        self._file = open(path / METRICS, "a", newline="")
         self._csv = csv.writer(self._file)
         self.rows = rows
         return self
@@ -96,7 +123,7 @@ class RunWriter:
 
     def finish(self, summary: dict[str, Any]) -> None:
         self._file.close()
-        write_json_atomic(self.path / "summary.json", summary)
+        write_json_atomic(self.path / SUMMARY, summary)
 
 
 def _cell(value: Any) -> str:
@@ -136,11 +163,11 @@ class Run:
 
 
 def is_run_dir(path: Path) -> bool:
-    return (path / "config.json").is_file() and (path / "metrics.csv").is_file()
+    return (path / CONFIG).is_file() and (path / METRICS).is_file()
 
 
 def read_metrics(path: Path) -> list[dict[str, float | None]]:
-    with open(path / "metrics.csv", newline="") as f:
+    with open(path / METRICS, newline="") as f:
         rows = []
         for raw in csv.DictReader(f):
             row = {k: (float(v) if v not in ("", None) else None) for k, v in raw.items()}
@@ -152,8 +179,8 @@ def read_metrics(path: Path) -> list[dict[str, float | None]]:
 
 def read_run(path: Path) -> Run:
     path = Path(path)
-    config = json.loads((path / "config.json").read_text())
-    summary_path = path / "summary.json"
+    config = json.loads((path / CONFIG).read_text())
+    summary_path = path / SUMMARY
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
     return Run(path, config, read_metrics(path), summary)
 
@@ -187,7 +214,7 @@ def load_runs(paths: list[Path]) -> tuple[list[Run], list[str]]:
     for path in paths:
         runs, skipped = find_runs(path)
         found += runs
-        warnings += [f"skipping {p}: not a run directory (it has no config.json and metrics.csv)" for p in skipped]
+        warnings += [f"skipping {p}: not a run directory (it has no {CONFIG} and {METRICS})" for p in skipped]
     runs = []
     for path in dict.fromkeys(found):
         try:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grokrun.results import FINISHED, Run
+from grokrun.results import FINISHED, Run, write_text_atomic
 
 INF = math.inf
 
@@ -207,18 +207,24 @@ def percent(threshold: float) -> str:
     return f"{threshold:.0%}" if round(threshold * 100, 6).is_integer() else f"{threshold:g}"
 
 
-def brief(run: Run, threshold: float) -> str:
-    """One line on one run, as compare prints it when the run ends."""
+def headline(run: Run, threshold: float, status: bool = True, machine: bool = False) -> str:
+    """One line on one run: when it reached the threshold (or its best), and ms/step; with ``status``, a
+    run that did not finish says how it ended; with ``machine``, peak memory and device follow."""
     r = run_result(run, threshold)
-    if r.best_val_acc is None:
-        head = f"min val loss {_opt(r.min_val_loss, '.4g')} at step {_opt(r.min_val_loss_step, ',')}"
-    elif r.reached:
+    if r.best_val_acc is not None and r.reached:
         head = f"{percent(threshold)} val acc at step {r.steps_to.lo:,} ({r.wall_to.lo:.1f} s)"
-    else:
+    elif r.best_val_acc is not None:
         head = f"{percent(threshold)} val acc not reached in {r.steps:,} steps (best {r.best_val_acc:.3f})"
-    if r.status not in FINISHED:
+    elif r.min_val_loss is not None:
+        head = f"min val loss {r.min_val_loss:.4g} at step {r.min_val_loss_step:,}"
+    else:
+        head = "no finite validation loss"
+    if status and r.status not in FINISHED:
         head = f"{r.status} at step {r.steps:,}; {head}"
-    return f"{head} · {_opt(r.ms_per_step, '.2f')} ms/step"
+    text = f"{head} · " + ("no steps" if r.ms_per_step is None else f"{r.ms_per_step:.2f} ms/step")
+    if machine:
+        text += f" · peak {_opt(r.peak_memory_mb, '.0f')} MB · {(run.summary or {}).get('device', '?')}"
+    return text
 
 
 def columns(rows: list[Row], threshold: float, compact: bool = False) -> tuple[list[str], list[list[str]]]:
@@ -299,7 +305,7 @@ def write_markdown(rows: list[Row], path: Path, threshold: float, title: str, de
                              fmt_steps(r.steps_to.lo) if r.reached else "not reached", _opt(r.ms_per_step, ".2f"),
                              _opt(r.peak_memory_mb, ",.0f"), _opt(r.best_val_acc, ".3f"),
                              _opt(r.min_val_loss, ".4g"), str(r.run.path)]))
-    _write_atomic(path, "\n".join(out) + "\n")
+    write_text_atomic(path, "\n".join(out) + "\n")
 
 
 CSV_COLUMNS = ["variant", "runs", "reached", "threshold", "steps_to_threshold_median_lo",
@@ -336,10 +342,4 @@ def write_csv(rows: list[Row], path: Path, threshold: float) -> None:
                     num(row.peak_memory_mb), num(row.best_val_acc), num(row.min_val_loss),
                     *min_max(row.min_val_loss_range), num(row.min_val_loss_step),
                     ";".join(f"{k}:{v}" for k, v in statuses.items())])
-    _write_atomic(path, buf.getvalue())
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_text_atomic(path, buf.getvalue())

@@ -15,10 +15,11 @@ from collections import deque
 import torch
 
 from grokrun.config import resolve
-from grokrun.engine import make_optimizer, pick_device
+from grokrun.engine import pick_device
+from grokrun.optim import make_optimizer
 from grokrun.filters import EMAFilter, MAFilter
 from grokrun.measure import synchronize
-from grokrun.tasks import task_module
+from grokrun.tasks import task as task_module
 
 
 class PlainEMA:

@@ -38,11 +38,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from grokrun.config import resolve
-from grokrun.engine import make_optimizer, pick_device
+from grokrun.engine import pick_device
+from grokrun.optim import make_optimizer
 from grokrun.filters import EMAFilter
 from grokrun.measure import synchronize
-from grokrun.tasks import task_module
-from grokrun.tasks.mnist import mlp
+from grokrun.tasks import task as task_module
+from grokrun.models import GraphNet, mlp
+from grokrun.tasks.mnist import ACTIVATIONS
 
 from bench_filters import PlainEMA
 
@@ -167,7 +169,7 @@ def setup_mnist(args, device, autocast):
     torch.manual_seed(0)
     task = task_module("mnist").build(cfg, device, torch.float32)
     m = cfg.mnist
-    plain = mlp(m.depth, m.width, m.activation)
+    plain = mlp(m.depth, m.width, ACTIVATIONS[m.activation])
     with torch.no_grad():
         for p in plain.parameters():
             p.mul_(m.init_scale)
@@ -243,8 +245,6 @@ def setup_qm9(args, device, autocast):
     from torch_geometric.data import Data
     from torch_geometric.loader import DataLoader
     from torch_geometric.nn import global_add_pool
-
-    from grokrun.tasks.qm9 import GraphNet
 
     args.tmp = tempfile.TemporaryDirectory()
     raw = Path(args.tmp.name) / "QM9" / "raw"

@@ -1,9 +1,31 @@
-"""Run directories built by hand, in the contract's format, for tests of what reads them (table, plot)."""
+"""Shared fixtures: the command line as a user runs it, and run directories built by hand in the contract's
+format, for tests of what reads them (table, plot)."""
 
 import csv
 import json
 
 import pytest
+from typer.testing import CliRunner
+
+from grokrun.cli import app
+
+
+@pytest.fixture
+def cli():
+    """``cli(["train", "--task", ...])``: grokrun's command line, run in this process as a user would type it.
+
+    Returns click's Result (exit_code, stdout, stderr, output). An exception that escapes the CLI is a bug,
+    never an answer, so it is raised here with its traceback and fails the test.
+    """
+    runner = CliRunner()
+
+    def invoke(args, **kwargs):
+        result = runner.invoke(app, [str(a) for a in args], **kwargs)
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return result
+
+    return invoke
 
 
 def write_run(path, *, seed=0, filter="none", task="modular", val_acc=None, val_loss=None, steps=None,

@@ -1,13 +1,11 @@
 """Bad input through the CLI: exit status 2, one line naming the fix, no traceback, no run directory."""
 
 import pytest
-from typer.testing import CliRunner
 
-from grokrun.cli import app
 from grokrun.filters import FILTERS
+from grokrun.optim import OPTIMIZERS
 from grokrun.tasks import TASKS
 
-runner = CliRunner()
 
 BAD = [
     (["--task", "chess"], "unknown task 'chess'; choose one of: modular"),
@@ -42,46 +40,49 @@ def check_one_line_error(result, message, out_dir):
 
 
 @pytest.mark.parametrize("args,message", BAD)
-def test_bad_input(args, message, tmp_path, monkeypatch):
+def test_bad_input(cli, args, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "results"
-    result = runner.invoke(app, ["train", "--out", str(out), "--quiet", *args])
+    result = cli(["train", "--out", str(out), "--quiet", *args])
     check_one_line_error(result, message, out)
 
 
-def test_malformed_config(tmp_path, monkeypatch):
+def test_malformed_config(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "bad.toml").write_text("task = modular\n")  # unquoted string
-    result = runner.invoke(app, ["train", "--config", "bad.toml", "--out", "results"])
+    result = cli(["train", "--config", "bad.toml", "--out", "results"])
     check_one_line_error(result, "cannot parse bad.toml", tmp_path / "results")
 
 
-def test_config_with_unknown_setting(tmp_path, monkeypatch):
+def test_config_with_unknown_setting(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "typo.toml").write_text("[filter]\nlamda = 2.0\n")
-    result = runner.invoke(app, ["train", "--config", "typo.toml", "--out", "results"])
+    result = cli(["train", "--config", "typo.toml", "--out", "results"])
     check_one_line_error(result, "unknown setting 'filter.lamda'; valid settings:", tmp_path / "results")
 
 
-def test_config_with_wrong_type(tmp_path, monkeypatch):
+def test_config_with_wrong_type(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "t.toml").write_text("[train]\nmax_steps = \"many\"\n")
-    result = runner.invoke(app, ["train", "--config", "t.toml", "--out", "results"])
+    result = cli(["train", "--config", "t.toml", "--out", "results"])
     check_one_line_error(result, "setting 'train.max_steps' must be int, got 'many'", tmp_path / "results")
 
 
-def test_cuda_requested_without_cuda(tmp_path, monkeypatch):
+def test_cuda_requested_without_cuda(cli, tmp_path, monkeypatch):
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     monkeypatch.chdir(tmp_path)
-    result = runner.invoke(app, ["train", "--device", "cuda", "--out", "results"])
+    result = cli(["train", "--device", "cuda", "--out", "results"])
     check_one_line_error(result, "--device cuda: no CUDA device is available here", tmp_path / "results")
 
 
-def test_help_lists_every_registry_key():
-    result = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_help_lists_every_registry_key_on_its_option(cli, command):
+    result = cli([command, "--help"], env={"COLUMNS": "250"})
     assert result.exit_code == 0
-    for name in [*TASKS, *FILTERS]:
-        assert name in result.output
+    options = [line.strip("│ ") for line in result.output.splitlines() if line.startswith("│")]  # option rows
+    for option, registry in {"--task": TASKS, "--filter": FILTERS, "--optimizer": OPTIMIZERS}.items():
+        line = next(line for line in options if line.startswith(f"{option} "))
+        assert f"One of: {', '.join(registry)}." in line, line

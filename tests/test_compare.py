@@ -4,19 +4,15 @@ import csv
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-from grokrun.cli import app
-
-runner = CliRunner()
 
 # A tiny modular problem: a few steps per run keep these tests fast; what they check is the bookkeeping.
 TINY = ["--op", "add", "--p", "11", "--train-frac", "0.8", "--width", "32", "--layers", "1", "--heads", "2",
         "--batch-size", "32", "--max-steps", "12", "--eval-every", "4", "--quiet"]
 
 
-def compare(*args):
-    result = runner.invoke(app, ["compare", *args])
+def compare(cli, *args):
+    result = cli(["compare", *args])
     assert "Traceback" not in result.output, result.output
     return result
 
@@ -26,9 +22,9 @@ def table_rows(folder):
         return list(csv.DictReader(f))
 
 
-def test_compare_trains_every_variant_and_seed_then_reuses_them(tmp_path):
+def test_compare_trains_every_variant_and_seed_then_reuses_them(cli, tmp_path):
     out = tmp_path / "cmp"
-    result = compare("--task", "modular", "--filter", "ema", "--filter", "ma", "--seeds", "0,1", "--out", str(out),
+    result = compare(cli, "--task", "modular", "--filter", "ema", "--filter", "ma", "--seeds", "0,1", "--out", str(out),
                      *TINY)
     assert result.exit_code == 0, result.output
     assert "6 runs to train, 0 already complete and reused" in result.stdout
@@ -46,67 +42,67 @@ def test_compare_trains_every_variant_and_seed_then_reuses_them(tmp_path):
     assert json.loads((out / "compare.json").read_text())["seeds"] == [0, 1]
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/summary.json")}
 
-    again = compare("--task", "modular", "--filter", "ema", "--filter", "ma", "--seeds", "0,1", "--out", str(out),
+    again = compare(cli, "--task", "modular", "--filter", "ema", "--filter", "ma", "--seeds", "0,1", "--out", str(out),
                     *TINY)
     assert again.exit_code == 0, again.output
     assert "0 runs to train, 6 already complete and reused" in again.stdout
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/summary.json")} == stamps  # nothing retrained
 
-    more = compare("--task", "modular", "--filter", "ema", "--filter", "ma", "--seeds", "0,1,2", "--out", str(out),
+    more = compare(cli, "--task", "modular", "--filter", "ema", "--filter", "ma", "--seeds", "0,1,2", "--out", str(out),
                    *TINY)
     assert "3 runs to train, 6 already complete and reused" in more.stdout
     assert {r["runs"] for r in table_rows(out)} == {"3"}
 
 
-def test_an_unfinished_run_is_resumed_or_trained_again(tmp_path):
+def test_an_unfinished_run_is_resumed_or_trained_again(cli, tmp_path):
     out = tmp_path / "cmp"
-    assert compare("--filter", "ema", "--seeds", "0", "--out", str(out), *TINY).exit_code == 0
+    assert compare(cli, "--filter", "ema", "--seeds", "0", "--out", str(out), *TINY).exit_code == 0
     summary = out / "ema-seed0" / "summary.json"
     data = json.loads(summary.read_text())
     summary.write_text(json.dumps({**data, "status": "interrupted", "steps": 5}))
     (out / "baseline-seed0" / "summary.json").unlink()  # as if killed before its first checkpoint
     (out / "baseline-seed0" / "checkpoint.pt").unlink()
-    result = compare("--filter", "ema", "--seeds", "0", "--out", str(out), *TINY)
+    result = compare(cli, "--filter", "ema", "--seeds", "0", "--out", str(out), *TINY)
     assert "1 run to train, 1 to resume, 0 already complete and reused" in result.stdout
     assert json.loads(summary.read_text())["status"] == "completed"
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["baseline-seed0", "ema-seed0"]
 
 
-def test_config_files_are_variants_named_after_them(tmp_path):
+def test_config_files_are_variants_named_after_them(cli, tmp_path):
     (tmp_path / "plain.toml").write_text('task = "modular"\n')
     (tmp_path / "fast.toml").write_text('task = "modular"\n[filter]\nname = "ema"\nlamb = 3.0\n')
     out = tmp_path / "cmp"
-    result = compare(str(tmp_path / "plain.toml"), str(tmp_path / "fast.toml"), "--seeds", "0", "--out", str(out),
+    result = compare(cli, str(tmp_path / "plain.toml"), str(tmp_path / "fast.toml"), "--seeds", "0", "--out", str(out),
                      *TINY)
     assert result.exit_code == 0, result.output
     assert [r["variant"] for r in table_rows(out)] == ["plain", "fast"]  # the first file is the baseline
     assert json.loads((out / "fast-seed0" / "config.json").read_text())["filter"]["lamb"] == 3.0
 
 
-def test_same_command_again_continues_the_newest_matching_comparison(tmp_path, monkeypatch):
+def test_same_command_again_continues_the_newest_matching_comparison(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("grokrun.compare.time.strftime", lambda *a: "20260101-000000")  # all in one second
-    first = compare("--filter", "ema", "--seeds", "0", *TINY)
+    first = compare(cli, "--filter", "ema", "--seeds", "0", *TINY)
     assert first.exit_code == 0, first.output
     folders = list((tmp_path / "results").glob("compare-modular-*"))
     assert len(folders) == 1
-    second = compare("--filter", "ema", "--seeds", "0", *TINY)
+    second = compare(cli, "--filter", "ema", "--seeds", "0", *TINY)
     assert f"in {folders[0].relative_to(tmp_path)} (continuing the comparison found there" in second.stdout
     assert "0 runs to train, 2 already complete and reused" in second.stdout
     manifest = json.loads((folders[0] / "compare.json").read_text())  # as saved before a setting existed
     for variant in manifest["variants"]:
         del variant["settings"]["train"]["eval_points"]
     (folders[0] / "compare.json").write_text(json.dumps(manifest))
-    third = compare("--filter", "ema", "--seeds", "0", *TINY)
+    third = compare(cli, "--filter", "ema", "--seeds", "0", *TINY)
     assert "0 runs to train, 2 already complete and reused" in third.stdout
-    other = compare("--filter", "ma", "--seeds", "0", *TINY)  # other variants: a new folder
+    other = compare(cli, "--filter", "ma", "--seeds", "0", *TINY)  # other variants: a new folder
     assert "in results/compare-modular-20260101-000000-2\n" in other.stdout and "2 runs to train" in other.stdout
     assert len(list((tmp_path / "results").glob("compare-modular-*"))) == 2
 
 
-def test_parallel_jobs(tmp_path):
+def test_parallel_jobs(cli, tmp_path):
     out = tmp_path / "cmp"
-    result = compare("--filter", "ema", "--seeds", "0,1", "--jobs", "2", "--out", str(out), *TINY)
+    result = compare(cli, "--filter", "ema", "--seeds", "0,1", "--jobs", "2", "--out", str(out), *TINY)
     assert result.exit_code == 0, result.output
     assert sum(line.startswith("[") and "seed" in line for line in result.stdout.splitlines()) == 4
     assert all(json.loads(p.read_text())["status"] == "completed" for p in out.glob("*/summary.json"))
@@ -114,20 +110,20 @@ def test_parallel_jobs(tmp_path):
     assert "2 runs trained at once" in result.stdout
 
 
-def test_tabulating_existing_run_directories(tmp_path, make_run):
+def test_tabulating_existing_run_directories(cli, tmp_path, make_run):
     runs = tmp_path / "runs"
     for seed in range(3):
         make_run(runs / f"none-seed{seed}", seed=seed, val_acc=[0.0, 0.5, 0.6])
         make_run(runs / f"ema-seed{seed}", seed=seed, filter="ema", val_acc=[0.0, 0.5, 0.96])
     (runs / "scratch").mkdir()
-    result = compare(str(runs))
+    result = compare(cli, str(runs))
     assert result.exit_code == 0, result.output
     assert "not a run directory" in result.stderr and "scratch" in result.stderr
     rows = table_rows(runs)
     assert [(r["variant"], r["reached"]) for r in rows] == [("none", "0"), ("ema", "3")]
     assert float(rows[1]["speedup_steps_lo"]) == 1.0 and rows[1]["speedup_steps_hi"] == "inf"  # > 200 / 200
     assert "≥ 1×" in result.stdout and (runs / "comparison.md").is_file() and (runs / "comparison.png").is_file()
-    single = compare(str(runs / "ema-seed0"), str(runs / "ema-seed1"))  # several paths and no --out: print only
+    single = compare(cli, str(runs / "ema-seed0"), str(runs / "ema-seed1"))  # several paths and no --out: print only
     assert single.exit_code == 0 and "not saved: give --out DIR" in single.stdout
 
 
@@ -149,28 +145,28 @@ BAD = [
 
 
 @pytest.mark.parametrize("args,message", BAD)
-def test_bad_input(args, message, tmp_path, monkeypatch):
+def test_bad_input(cli, args, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a.toml").write_text('task = "modular"\n')
     (tmp_path / "folder").mkdir()
-    result = compare(*args, "--quiet")
+    result = compare(cli, *args, "--quiet")
     assert result.exit_code == 2, result.output
     assert result.stderr.strip().startswith(f"error: {message}"), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "results").exists()
 
 
-def test_a_folder_holding_other_settings_is_refused(tmp_path):
+def test_a_folder_holding_other_settings_is_refused(cli, tmp_path):
     out = tmp_path / "cmp"
-    assert compare("--filter", "ema", "--seeds", "0", "--out", str(out), *TINY).exit_code == 0
-    result = compare("--filter", "ema", "--seeds", "0", "--out", str(out), *TINY, "--max-steps", "20")
+    assert compare(cli, "--filter", "ema", "--seeds", "0", "--out", str(out), *TINY).exit_code == 0
+    result = compare(cli, "--filter", "ema", "--seeds", "0", "--out", str(out), *TINY, "--max-steps", "20")
     assert result.exit_code == 2
     assert result.stderr.strip() == (f"error: {out / 'baseline-seed0'} was trained with train.max_steps = 12, "
                                      "this comparison asks for 20; choose another --out")
 
 
 @pytest.mark.parametrize("command", ["compare", "plot"])
-def test_reading_runs_imports_neither_torch_nor_a_task(command, tmp_path, make_run):
+def test_reading_runs_imports_neither_torch_nor_a_task(cli, command, tmp_path, make_run):
     import subprocess
     import sys
 
@@ -178,13 +174,13 @@ def test_reading_runs_imports_neither_torch_nor_a_task(command, tmp_path, make_r
         make_run(tmp_path / f"none-seed{seed}", seed=seed, val_acc=[0.0, 0.5, 0.6])
     code = (f"import sys\nfrom grokrun.cli import app\ntry:\n    app([{command!r}, {str(tmp_path)!r}])\n"
             "except SystemExit as e:\n    assert e.code == 0, e.code\n"
-            "loaded = [m for m in ('torch', 'grokrun.tasks.modular', 'grokrun.engine') if m in sys.modules]\n"
+            "loaded = [m for m in ('torch', 'torch_geometric', 'grokrun.models', 'grokrun.engine') if m in sys.modules]\n"
             "assert not loaded, loaded\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
 
-def test_ctrl_c_stops_the_comparison_and_the_same_command_continues_it(tmp_path, monkeypatch):
+def test_ctrl_c_stops_the_comparison_and_the_same_command_continues_it(cli, tmp_path, monkeypatch):
     import os
     import signal
 
@@ -202,7 +198,7 @@ def test_ctrl_c_stops_the_comparison_and_the_same_command_continues_it(tmp_path,
     monkeypatch.setattr(GradFilter, "apply", apply)
     out = tmp_path / "cmp"
     args = ["--filter", "ema", "--seeds", "0,1", "--out", str(out), *TINY]
-    result = compare(*args)
+    result = compare(cli, *args)
     assert result.exit_code == 130, result.output
     assert "[2/4] baseline seed 1: interrupted at step 3;" in result.stdout
     assert "seed 1 interrupted at step 3" in (out / "comparison.md").read_text()  # the notes column
@@ -211,12 +207,12 @@ def test_ctrl_c_stops_the_comparison_and_the_same_command_continues_it(tmp_path,
     assert [r["statuses"] for r in table_rows(out)] == ["completed:1;interrupted:1"]
 
     monkeypatch.setattr(GradFilter, "apply", original)
-    again = compare(*args)
+    again = compare(cli, *args)
     assert again.exit_code == 0, again.output
     assert "2 runs to train, 1 to resume, 1 already complete and reused" in again.stdout  # resumed, not redone
     assert [r["statuses"] for r in table_rows(out)] == ["completed:2", "completed:2"]
     fresh = tmp_path / "fresh"
-    assert compare("--filter", "none", "--seeds", "1", "--out", str(fresh), *TINY).exit_code == 0
+    assert compare(cli, "--filter", "none", "--seeds", "1", "--out", str(fresh), *TINY).exit_code == 0
     assert (out / "baseline-seed1" / "metrics.csv").read_text().split("\n")[0] == \
         (fresh / "baseline-seed1" / "metrics.csv").read_text().split("\n")[0]
     strip = [line.split(",", 2)[0::2] for line in (out / "baseline-seed1" / "metrics.csv").read_text().splitlines()]

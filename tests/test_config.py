@@ -5,7 +5,9 @@ from dataclasses import asdict, fields
 
 import pytest
 
-from grokrun.config import SECTIONS, ConfigError, RunConfig, field_docs, flags, resolve, to_dict
+from grokrun.config import SECTIONS, RunBase, resolve, to_dict
+from grokrun.errors import UserError
+from grokrun.flags import field_docs, flags
 
 
 def test_filter_flag_alone_gives_the_published_settings():
@@ -44,19 +46,19 @@ def test_int_given_for_a_float_is_accepted_but_not_the_reverse(tmp_path):
     assert resolve(None, {"optim.lr": 1}).optim.lr == 1.0
     path = tmp_path / "c.toml"
     path.write_text("[train]\nbatch_size = 1.5\n")
-    with pytest.raises(ConfigError, match="must be int"):
+    with pytest.raises(UserError, match="must be int"):
         resolve(path, {})
 
 
 def test_a_section_name_is_not_a_value(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('filter = "ema"\n')
-    with pytest.raises(ConfigError, match="unknown setting 'filter'"):
+    with pytest.raises(UserError, match="unknown setting 'filter'"):
         resolve(path, {})
 
 
 def test_every_field_has_a_docstring_and_a_unique_flag():
-    for cls in [RunConfig, *SECTIONS.values()]:
+    for cls in [RunBase, *SECTIONS.values()]:
         docs = field_docs(cls)
         for f in fields(cls):
             assert f.name in SECTIONS or docs.get(f.name), f"{cls.__name__}.{f.name} has no docstring"

@@ -5,16 +5,17 @@ from pathlib import Path
 
 import pytest
 
-from grokrun.config import PRESETS, resolve
+from grokrun.config import resolve
+from grokrun.tasks import TASKS, task
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
 
 
 def test_every_preset_in_code_has_a_file():
     names = {p.stem for p in CONFIGS}
-    for task, presets in PRESETS.items():
-        for filt in presets:
-            assert f"{task}_{'baseline' if filt == 'none' else filt}" in names
+    for name in TASKS:
+        for filt in task(name).PRESETS:
+            assert f"{name}_{'baseline' if filt == 'none' else filt}" in names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)

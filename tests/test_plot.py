@@ -2,13 +2,10 @@
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from grokrun.cli import app
 from grokrun.plot import _band, describe_filter, describe_task, plot_path
 from grokrun.results import read_run
 
-runner = CliRunner()
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -58,20 +55,25 @@ def test_band_is_median_min_max_across_seeds(tmp_path, make_run):
 
 
 def test_titles_name_task_and_filter_settings(tmp_path, make_run):
-    cfg = read_run(make_run(tmp_path / "r", filter="ema", val_acc=[0.0, 0.5])).config
-    assert describe_task(cfg) == "modular: x·y mod 97, 50% train"
-    assert describe_filter(cfg) == "EMA α=0.98 λ=2 · adam wd 0.005"
-    cfg["filter"].update(name="ma", window_size=100, lamb=5.0)
-    assert describe_filter(cfg).startswith("MA window 100 λ=5")
-    cfg["modular"]["op"] = "x2+xy+y2"
-    assert describe_task(cfg).startswith("modular: x²+xy+y² mod 97")
+    # a run without a saved title (unfinished, or older than saved titles) is described from its config
+    run = read_run(make_run(tmp_path / "r", filter="ema", val_acc=[0.0, 0.5]))
+    assert describe_task(run) == "modular: x·y mod 97, 50% train"
+    assert describe_filter(run) == "EMA α=0.98 λ=2 · adam wd 0.005"
+    run.config["filter"].update(name="ma", window_size=100, lamb=5.0)
+    assert describe_filter(run).startswith("MA window 100 λ=5")
+    run.config["modular"]["op"] = "x2+xy+y2"
+    assert describe_task(run).startswith("modular: x²+xy+y² mod 97")
+    # a run that saved its title is described by it, without its task's code
+    run.summary["title"] = {"task": "sparse parity: n=40, k=3", "variant": "sign λ=0.1 · adamw wd 1"}
+    run.config["task"] = "sparse_parity"
+    assert (describe_task(run), describe_filter(run)) == ("sparse parity: n=40, k=3", "sign λ=0.1 · adamw wd 1")
 
 
-def test_cli_warns_about_a_folder_that_is_not_a_run(tmp_path, make_run):
+def test_cli_warns_about_a_folder_that_is_not_a_run(cli, tmp_path, make_run):
     make_run(tmp_path / "runs" / "a-seed0", val_acc=[0.0, 0.5, 0.9])
     make_run(tmp_path / "runs" / "a-seed1", seed=1, val_acc=[0.0, 0.6, 0.9])
     (tmp_path / "runs" / "notes" / "draft").mkdir(parents=True)
-    result = runner.invoke(app, ["plot", str(tmp_path / "runs")])
+    result = cli(["plot", str(tmp_path / "runs")])
     assert result.exit_code == 0, result.output
     assert result.stderr.strip() == (f"warning: skipping {tmp_path / 'runs' / 'notes'}: not a run directory "
                                      "(it has no config.json and metrics.csv)")
@@ -85,10 +87,10 @@ def test_cli_warns_about_a_folder_that_is_not_a_run(tmp_path, make_run):
     (["plot", "empty", "--format", "gif"], "unknown format 'gif'; choose one of: png, svg, pdf"),
     (["plot", "empty", "--threshold", "0"], "--threshold must be in (0, 1], got 0.0"),
 ])
-def test_cli_errors(args, message, tmp_path, monkeypatch):
+def test_cli_errors(cli, args, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "empty").mkdir()
-    result = runner.invoke(app, args)
+    result = cli(args)
     assert result.exit_code == 2, result.output
     assert result.stderr.strip() == f"error: {message}"
 

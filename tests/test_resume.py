@@ -10,13 +10,10 @@ import time
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from grokrun import checkpoint
-from grokrun.cli import app
-from grokrun.results import write_json_atomic
+from grokrun.results import CHECKPOINT, atomic_write, write_json_atomic
 
-runner = CliRunner()
 
 # The engine tests' small problem, long enough (about 5 s) to be interrupted part-way from outside.
 ARGS = ["--task", "modular", "--op", "add", "--p", "23", "--train-frac", "0.8", "--width", "64", "--layers", "1",
@@ -24,8 +21,8 @@ ARGS = ["--task", "modular", "--op", "add", "--p", "23", "--train-frac", "0.8", 
         "--eval-every", "25", "--max-steps", "1500", "--quiet"]
 
 
-def train(*args):
-    result = runner.invoke(app, ["train", *args])
+def train(cli, *args):
+    result = cli(["train", *args])
     assert "Traceback" not in result.output, result.output
     return result
 
@@ -42,7 +39,7 @@ def summary(path):
     return json.loads((path / "summary.json").read_text())
 
 
-def test_sigint_then_resume_gives_the_uninterrupted_run(tmp_path):
+def test_sigint_then_resume_gives_the_uninterrupted_run(cli, tmp_path):
     out = tmp_path / "runs"
     proc = subprocess.Popen([sys.executable, "-m", "grokrun", "train", *ARGS, "--out", str(out), "--name", "cut"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -59,9 +56,9 @@ def test_sigint_then_resume_gives_the_uninterrupted_run(tmp_path):
     assert s["status"] == "interrupted" and 275 <= s["steps"] < 1500, s
     assert f"continue with: grokrun train --resume {cut}" in stdout
 
-    resumed = train("--resume", str(cut))
+    resumed = train(cli, "--resume", str(cut))
     assert resumed.exit_code == 0, resumed.output
-    full = train(*ARGS, "--out", str(out), "--name", "full")
+    full = train(cli, *ARGS, "--out", str(out), "--name", "full")
     assert full.exit_code == 0, full.output
     assert rows(cut) == rows(out / "full")  # row for row, every column but wall-clock
     a, b = summary(cut), summary(out / "full")
@@ -69,12 +66,12 @@ def test_sigint_then_resume_gives_the_uninterrupted_run(tmp_path):
     assert a["steps_to_val_acc"] == b["steps_to_val_acc"] and a["min_val_loss"] == b["min_val_loss"]
     assert a["wall_s"] > 0 and a["ms_per_step"] > 0
 
-    again = train("--resume", str(cut))
+    again = train(cli, "--resume", str(cut))
     assert again.exit_code == 0 and again.stdout.strip() == (
         f"{cut} has already ended (completed after 1,500 steps); nothing to resume")
 
 
-def test_a_crash_after_a_checkpoint_resumes_from_it(tmp_path, monkeypatch):
+def test_a_crash_after_a_checkpoint_resumes_from_it(cli, tmp_path, monkeypatch):
     """A run killed outright (no summary) with evaluations past its last checkpoint: those rows are redone."""
     out = tmp_path / "runs"
     short = [a for a in ARGS] + ["--checkpoint-every", "100"]
@@ -82,19 +79,19 @@ def test_a_crash_after_a_checkpoint_resumes_from_it(tmp_path, monkeypatch):
     saves = []
     original = checkpoint.save
 
-    def save_and_keep(path, state):
-        original(path, state)
-        shutil.copy(path, tmp_path / f"ckpt-{state['step']}.pt")
+    def save_and_keep(run_dir, state):
+        original(run_dir, state)
+        shutil.copy(run_dir / CHECKPOINT, tmp_path / f"ckpt-{state['step']}.pt")
         saves.append(state["step"])
 
     monkeypatch.setattr(checkpoint, "save", save_and_keep)
-    assert train(*short, "--out", str(out), "--name", "full").exit_code == 0
+    assert train(cli, *short, "--out", str(out), "--name", "full").exit_code == 0
     assert saves == [100, 200, 300, 400]
     crashed = out / "crashed"
     shutil.copytree(out / "full", crashed)  # as if killed at step 260: metrics to 400 written, summary not
     (crashed / "summary.json").unlink()
     shutil.copy(tmp_path / "ckpt-200.pt", crashed / "checkpoint.pt")
-    resumed = train("--resume", str(crashed))
+    resumed = train(cli, "--resume", str(crashed))
     assert resumed.exit_code == 0, resumed.output
     assert rows(crashed) == rows(out / "full")
 
@@ -106,22 +103,22 @@ def test_a_crash_after_a_checkpoint_resumes_from_it(tmp_path, monkeypatch):
     (lambda p: (p / "checkpoint.pt").unlink(), "{p} has no checkpoint.pt (it stopped before its first checkpoint)"),
     (lambda p: (p / "config.json").unlink(), "{p} is not a run directory (it has no config.json)"),
 ])
-def test_a_damaged_or_missing_checkpoint_is_one_clear_line(damage, message, tmp_path):
+def test_a_damaged_or_missing_checkpoint_is_one_clear_line(cli, damage, message, tmp_path):
     out = tmp_path / "runs"
     short = [a if a != "1500" else "50" for a in ARGS]
-    assert train(*short, "--out", str(out), "--name", "r").exit_code == 0
+    assert train(cli, *short, "--out", str(out), "--name", "r").exit_code == 0
     path = out / "r"
     s = summary(path)
     write_json_atomic(path / "summary.json", {**s, "status": "interrupted"})
     damage(path)
-    result = train("--resume", str(path))
+    result = train(cli, "--resume", str(path))
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: " + message.format(p=path)), lines
 
 
-def test_resume_takes_no_other_settings(tmp_path):
-    result = train("--resume", str(tmp_path), "--lr", "0.1")
+def test_resume_takes_no_other_settings(cli, tmp_path):
+    result = train(cli, "--resume", str(tmp_path), "--lr", "0.1")
     assert result.exit_code == 2
     assert result.stderr.strip() == "error: --resume continues a run as it was configured; drop --lr"
 
@@ -131,19 +128,16 @@ def test_atomic_writes_leave_the_old_file_or_the_new_one(tmp_path, monkeypatch):
     path = tmp_path / "summary.json"
     write_json_atomic(path, {"status": "interrupted", "steps": 5})
 
-    def dies_mid_write(data, f, **kwargs):
-        f.write('{"status": "comp')
+    def dies_mid_write(f):  # every atomic write (JSON, checkpoint, table) goes through atomic_write
+        f.write(b'{"status": "comp')
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(json, "dump", dies_mid_write)
     with pytest.raises(KeyboardInterrupt):
-        write_json_atomic(path, {"status": "completed", "steps": 10})
-    monkeypatch.undo()
+        atomic_write(path, dies_mid_write)
     assert json.loads(path.read_text()) == {"status": "interrupted", "steps": 5}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]  # no partial file left beside it
 
-    ckpt = tmp_path / checkpoint.NAME
-    checkpoint.save(ckpt, {"step": 1})
+    checkpoint.save(tmp_path, {"step": 1})
     real_save = torch.save
 
     def save_dies(obj, f, *a, **k):
@@ -152,10 +146,10 @@ def test_atomic_writes_leave_the_old_file_or_the_new_one(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", save_dies)
     with pytest.raises(OSError):
-        checkpoint.save(ckpt, {"step": 2})
+        checkpoint.save(tmp_path, {"step": 2})
     monkeypatch.setattr(torch, "save", real_save)
     assert checkpoint.load(tmp_path)["step"] == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == [checkpoint.NAME, "summary.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT, "summary.json"]
 
 
 def test_sigterm_is_handled_like_ctrl_c(tmp_path):

@@ -1,6 +1,9 @@
-"""Task registry: name -> module. Modules load on first use, so importing this is free of torch.
+"""Task registry: name -> module. A new task is one module beside these (see base.py) and one line here.
 
-Each module exposes ``build(cfg, device, dtype) -> Task`` and ``validate(task_cfg)``.
+    from grokrun.tasks import task
+    task("modular").PRESETS["ema"]
+
+Task modules import torch only when a run is built, so reading the registry is cheap.
 """
 
 from __future__ import annotations
@@ -16,5 +19,6 @@ TASKS = {
 }
 
 
-def task_module(name: str) -> ModuleType:
+def task(name: str) -> ModuleType:
+    """The module of a registered task."""
     return importlib.import_module(TASKS[name])

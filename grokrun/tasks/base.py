@@ -1,20 +1,41 @@
-"""What the engine needs from a task, and the batch sampler that tasks share."""
+"""What the engine needs from a task, and the batch sampler that tasks share.
+
+A task is one module in ``grokrun/tasks/`` that declares everything about itself:
+
+    NAME        its name on the command line (--task NAME)
+    Options     a dataclass of its settings; each field's docstring is its --help (one flag per field)
+    DEFAULTS    shared settings it changes ({"optim.name": "adamw", ...}), as its published script has them
+    PRESETS     per filter, the published settings ({"ema": {"filter.alpha": 0.8, ...}}); "none" is the
+                baseline. Where a filter has no preset, the filter's own defaults apply.
+    validate(options)            raise UserError naming the flag and the valid range
+    describe(options) -> str     what is learned, for titles ("modular: x·y mod 97, 50% train")
+    build_model(options)         the model alone, on the CPU, without data
+    build(cfg, device, dtype)    the Task below: data on the device and the model, drawn from cfg.seed
+
+and one line in ``grokrun.tasks.TASKS``. Importing a task module must not import torch (the CLI reads
+every task's Options to make its flags, and --help should be instant): torch is imported where a run is
+built, inside the functions that need it.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import math
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor, nn
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
 
 
-def fork_global_generator() -> torch.Generator:
+def fork_global_generator() -> "torch.Generator":
     """A CPU generator that continues the global one from here, without disturbing it afterwards.
 
     The Grokfast scripts draw each epoch's shuffle from the global generator after the split; a fork
     replays those draws while staying independent of anything else that uses the global generator.
     """
+    import torch
+
     generator = torch.Generator()
     generator.set_state(torch.get_rng_state())
     return generator
@@ -49,6 +70,8 @@ class EpochBatches:
 
     def next(self) -> Tensor:
         if self.perm is None or self.pos >= self.n:
+            import torch
+
             shuffle = torch.randperm(self.n, generator=self.generator)
             if self.device.type == "cuda":
                 shuffle = shuffle.pin_memory().to(self.device, non_blocking=True)
@@ -66,6 +89,8 @@ class EpochBatches:
 def sum_over_chunks(x: Tensor, y: Tensor, chunk: int, score) -> tuple[Tensor, Tensor]:
     """Totals of ``score(x_chunk, y_chunk) -> (summed loss, correct count)`` over a whole split, a chunk at a
     time so evaluation memory stays bounded; the sums stay on the device (float64 loss, integer count)."""
+    import torch
+
     loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     for i in range(0, len(x), chunk):
@@ -80,12 +105,12 @@ class Task:
 
     ``loss(idx)`` returns the mean training loss of the examples ``idx`` (from ``batches.next()``).
     ``evaluate(split)`` returns (mean loss, accuracy or None) over the whole "train" or "val" split,
-    as 0-dim tensors, so the engine decides when to sync.
+    as 0-dim tensors, so the engine decides when to sync; the engine calls it under torch.no_grad().
     """
 
     model: nn.Module
     batches: EpochBatches
-    title: str = ""
+    data: dict[str, tuple[Tensor, ...]]
     has_accuracy: bool = True
 
     def loss(self, idx: Tensor) -> Tensor:
@@ -100,6 +125,8 @@ class Task:
 
     def fingerprint(self) -> str:
         """sha256 of the split data, so a run is never resumed on other data."""
+        import torch
+
         h = hashlib.sha256()
         for t in self.data_tensors():
             h.update(str((t.dtype, tuple(t.shape))).encode())

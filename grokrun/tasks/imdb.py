@@ -16,15 +16,55 @@ import csv
 import io
 import re
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.error import URLError
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
-
-from grokrun.config import ConfigError, ImdbConfig
+from grokrun.errors import UserError
 from grokrun.tasks.base import EpochBatches, Task, fork_global_generator, sum_over_chunks
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+NAME = "imdb"
+
+
+@dataclass
+class Options:
+    data_dir: str = "data"
+    """Dataset folder (the Stanford archive is extracted to <data-dir>/aclImdb)."""
+    download: bool = True
+    """Download the dataset when it is missing."""
+    data_file: str = ""
+    """A CSV with columns review,sentiment (positive | negative), as the Grokfast script reads; replaces the archive."""
+    size: int = 1000
+    """Reviews: a seeded, label-balanced sample of the archive's train split, or the CSV's first N rows."""
+    train_frac: float = 0.75
+    """Fraction used for training, in (0, 1); the split is seeded and stratified by label."""
+    vocab_size: int = 1000
+    """Most frequent training words kept (id 0 is padding)."""
+    seq_len: int = 500
+    """Tokens per review: left-padded, or cut to the first N."""
+    embedding_dim: int = 64
+    """Word embedding size."""
+    width: int = 256
+    """LSTM hidden size."""
+    layers: int = 2
+    """LSTM layers."""
+    init_scale: float = 6.0
+    """Every initial parameter is multiplied by this."""
+
+
+# Grokfast's IMDb script: AdamW with torch's default betas, gradient norm clipped at 5.
+DEFAULTS = {"optim.name": "adamw", "optim.lr": 3e-4, "optim.beta2": 0.999, "optim.weight_decay": 1.0,
+            "optim.warmup_steps": 0, "optim.clip_grad": 5.0, "train.batch_size": 50, "train.max_steps": 10_000,
+            "train.eval_schedule": "log"}
+PRESETS = {
+    "none": {},
+    "ema": {"filter.alpha": 0.98, "filter.lamb": 2.0, "optim.weight_decay": 10.0},
+}
 
 URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
@@ -68,28 +108,34 @@ def encode(text: str, vocab: dict[str, int], seq_len: int) -> list[int]:
     return [0] * (seq_len - len(ids)) + ids
 
 
-def validate(cfg: ImdbConfig) -> None:
+def describe(cfg: Options) -> str:
+    """"imdb: 1,000 reviews (aclImdb), LSTM 2×256, init ×6"."""
+    source = Path(cfg.data_file).name if cfg.data_file else "aclImdb"
+    return f"imdb: {cfg.size:,} reviews ({source}), LSTM {cfg.layers}×{cfg.width}, init ×{cfg.init_scale:g}"
+
+
+def validate(cfg: Options) -> None:
     for flag, value in (("size", cfg.size), ("vocab-size", cfg.vocab_size), ("seq-len", cfg.seq_len),
                         ("embedding-dim", cfg.embedding_dim), ("width", cfg.width), ("layers", cfg.layers)):
         if value < 1:
-            raise ConfigError(f"--{flag} must be >= 1, got {value}")
+            raise UserError(f"--{flag} must be >= 1, got {value}")
     if cfg.size < 4:
-        raise ConfigError(f"--size must be >= 4 (two reviews of each label, one of each to validate), got {cfg.size}")
+        raise UserError(f"--size must be >= 4 (two reviews of each label, one of each to validate), got {cfg.size}")
     if not 0.0 < cfg.train_frac < 1.0:
-        raise ConfigError(f"--train-frac must be in (0, 1), got {cfg.train_frac}")
+        raise UserError(f"--train-frac must be in (0, 1), got {cfg.train_frac}")
     if not cfg.init_scale > 0:
-        raise ConfigError(f"--init-scale must be > 0, got {cfg.init_scale}")
+        raise UserError(f"--init-scale must be > 0, got {cfg.init_scale}")
 
 
 # --- data ----------------------------------------------------------------------------------------------
 
-def _missing(cfg: ImdbConfig, why: str) -> ConfigError:
-    return ConfigError(f"IMDb is not in {Path(cfg.data_dir) / 'aclImdb'} {why}: extract {URL} there (it holds "
+def _missing(cfg: Options, why: str) -> UserError:
+    return UserError(f"IMDb is not in {Path(cfg.data_dir) / 'aclImdb'} {why}: extract {URL} there (it holds "
                        "aclImdb/train/pos/*.txt and aclImdb/train/neg/*.txt), or give --data-file with a CSV of "
                        "review,sentiment")
 
 
-def read_archive(cfg: ImdbConfig, seed: int) -> tuple[list[str], list[int]]:
+def read_archive(cfg: Options, seed: int) -> tuple[list[str], list[int]]:
     """A seeded, label-balanced sample of ``size`` reviews from aclImdb/train, downloading it if allowed."""
     root = Path(cfg.data_dir) / "aclImdb" / "train"
     if not (root / "pos").is_dir() or not (root / "neg").is_dir():
@@ -102,52 +148,56 @@ def read_archive(cfg: ImdbConfig, seed: int) -> tuple[list[str], list[int]]:
                 download_and_extract_archive(URL, download_root=cfg.data_dir, md5=MD5)
         except (RuntimeError, URLError, OSError) as e:
             raise _missing(cfg, f"and could not be downloaded ({type(e).__name__})") from e
+    import torch
+
     g = torch.Generator().manual_seed(seed)
     texts, labels = [], []
     for label, folder in ((1, "pos"), (0, "neg")):
         files = sorted((root / folder).glob("*.txt"))
         want = cfg.size // 2 + (cfg.size % 2 if label == 1 else 0)
         if len(files) < want:
-            raise ConfigError(f"--size {cfg.size} needs {want} reviews in {root / folder}, found {len(files)}")
+            raise UserError(f"--size {cfg.size} needs {want} reviews in {root / folder}, found {len(files)}")
         for i in torch.randperm(len(files), generator=g)[:want].tolist():
             texts.append(files[i].read_text(encoding="utf-8", errors="replace"))
             labels.append(label)
     return texts, labels
 
 
-def read_csv(cfg: ImdbConfig) -> tuple[list[str], list[int]]:
+def read_csv(cfg: Options) -> tuple[list[str], list[int]]:
     """The first ``size`` rows of a CSV with columns review and sentiment (positive | negative)."""
     path = Path(cfg.data_file)
     if not path.is_file():
-        raise ConfigError(f"--data-file {path}: no such file")
+        raise UserError(f"--data-file {path}: no such file")
     texts, labels = [], []
     with open(path, newline="", encoding="utf-8", errors="replace") as f:
         reader = csv.DictReader(f)
         if not {"review", "sentiment"} <= set(reader.fieldnames or ()):
-            raise ConfigError(f"--data-file {path} needs the columns review,sentiment; it has: "
-                              f"{','.join(reader.fieldnames or ())}")
+            raise UserError(f"--data-file {path} needs the columns review,sentiment; it has: "
+                            f"{','.join(reader.fieldnames or ())}")
         for row in reader:
             if len(texts) == cfg.size:
                 break
             sentiment = (row["sentiment"] or "").strip().lower()
             if sentiment not in ("positive", "negative"):
-                raise ConfigError(f"--data-file {path}, row {reader.line_num}: sentiment must be positive or "
-                                  f"negative, got {row['sentiment']!r}")
+                raise UserError(f"--data-file {path}, row {reader.line_num}: sentiment must be positive or "
+                                f"negative, got {row['sentiment']!r}")
             texts.append(row["review"] or "")
             labels.append(int(sentiment == "positive"))
     if len(texts) < cfg.size:
-        raise ConfigError(f"--data-file {path} has {len(texts)} reviews; --size asks for {cfg.size}")
+        raise UserError(f"--data-file {path} has {len(texts)} reviews; --size asks for {cfg.size}")
     return texts, labels
 
 
 def stratified_split(labels: list[int], train_frac: float, g: torch.Generator) -> tuple[list[int], list[int]]:
     """Indices for training and validation: each label split in the same proportion, each part shuffled."""
+    import torch
+
     train, val = [], []
     for label in (0, 1):
         idx = [i for i, y in enumerate(labels) if y == label]
         if len(idx) < 2:
-            raise ConfigError(f"the reviews hold {len(idx)} {'positive' if label else 'negative'} one(s); "
-                              "the split needs at least 2 of each label")
+            raise UserError(f"the reviews hold {len(idx)} {'positive' if label else 'negative'} one(s); "
+                            "the split needs at least 2 of each label")
         idx = [idx[i] for i in torch.randperm(len(idx), generator=g).tolist()]
         n_val = min(len(idx) - 1, max(1, round(len(idx) * (1 - train_frac))))
         val += idx[:n_val]
@@ -157,23 +207,17 @@ def stratified_split(labels: list[int], train_frac: float, g: torch.Generator) -
 
 # --- model ---------------------------------------------------------------------------------------------
 
-class SentimentLSTM(nn.Module):
-    """Embedding, stacked LSTM, and a linear unit with a sigmoid on the last position's output."""
+def build_model(cfg: Options):
+    """Embedding, LSTM and sigmoid unit, every initial parameter (embeddings included) times init_scale."""
+    from grokrun.models import SentimentLSTM, scale_init
 
-    def __init__(self, vocab: int, embedding_dim: int, width: int, layers: int):
-        super().__init__()
-        self.embedding = nn.Embedding(vocab, embedding_dim)
-        self.lstm = nn.LSTM(embedding_dim, width, num_layers=layers, batch_first=True)
-        self.fc = nn.Linear(width, 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """P(positive) per review: (batch,)."""
-        out, _ = self.lstm(self.embedding(x))  # zero initial state
-        return torch.sigmoid(self.fc(out[:, -1])).squeeze(-1)  # only the last position is read
+    return scale_init(SentimentLSTM(cfg.vocab_size + 1, cfg.embedding_dim, cfg.width, cfg.layers), cfg.init_scale)
 
 
 class ImdbTask(Task):
-    def __init__(self, cfg: ImdbConfig, seed: int, batch_size: int, device: torch.device, dtype: torch.dtype):
+    def __init__(self, cfg: Options, seed: int, batch_size: int, device: torch.device, dtype: torch.dtype):
+        import torch
+
         texts, labels = read_csv(cfg) if cfg.data_file else read_archive(cfg, seed)
         g = torch.Generator().manual_seed(seed)
         train_idx, val_idx = stratified_split(labels, cfg.train_frac, g)
@@ -186,22 +230,20 @@ class ImdbTask(Task):
 
         self.data = {"train": tensors(train_idx), "val": tensors(val_idx)}
         torch.manual_seed(seed)
-        self.model = SentimentLSTM(cfg.vocab_size + 1, cfg.embedding_dim, cfg.width, cfg.layers)
-        with torch.no_grad():  # the large initialization: every parameter, biases and embeddings included
-            for p in self.model.parameters():
-                p.mul_(cfg.init_scale)
-        self.model.to(device=device, dtype=dtype)
+        self.model = build_model(cfg).to(device=device, dtype=dtype)
         self.batches = EpochBatches(len(train_idx), batch_size, device, fork_global_generator())
-        self.title = f"imdb, {len(texts)} reviews"
 
     def loss(self, idx: Tensor) -> Tensor:
+        import torch.nn.functional as F
+
         x, y = self.data["train"]
         # BCE on the sigmoid, as published: torch clamps log(0) to -100, and a saturated sigmoid passes
         # no gradient, which the large initialization makes common. BCE-with-logits would train differently.
         return F.binary_cross_entropy(self.model(x[idx]), y[idx])
 
-    @torch.no_grad()
     def evaluate(self, split: str, chunk: int = 1000) -> tuple[Tensor, Tensor]:
+        import torch.nn.functional as F
+
         def score(xb: Tensor, yb: Tensor) -> tuple[Tensor, Tensor]:
             p = self.model(xb).float()
             return F.binary_cross_entropy(p, yb.float(), reduction="sum"), ((p > 0.5) == (yb > 0.5)).sum()
@@ -212,5 +254,5 @@ class ImdbTask(Task):
 
 
 def build(cfg, device: torch.device, dtype: torch.dtype) -> ImdbTask:
-    """The task for a resolved RunConfig."""
+    """The task for a resolved run config."""
     return ImdbTask(cfg.imdb, cfg.seed, cfg.train.batch_size, device, dtype)

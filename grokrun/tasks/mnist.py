@@ -11,33 +11,72 @@ from __future__ import annotations
 
 import contextlib
 import io
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.error import URLError
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
-
-from grokrun.config import ConfigError, MnistConfig
+from grokrun.errors import UserError
 from grokrun.tasks.base import EpochBatches, Task, fork_global_generator, sum_over_chunks
 
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+NAME = "mnist"
+
+
+@dataclass
+class Options:
+    data_dir: str = "data"
+    """Dataset folder (MNIST goes in <data-dir>/MNIST/raw)."""
+    download: bool = True
+    """Download the dataset when it is missing."""
+    train_points: int = 1000
+    """Training images: the first N of the 60,000."""
+    depth: int = 3
+    """MLP layers (linear maps), >= 1."""
+    width: int = 200
+    """MLP hidden width."""
+    activation: str = "relu"
+    """relu | tanh | gelu | sigmoid."""
+    init_scale: float = 8.0
+    """Every initial parameter is multiplied by this (Omnigrok's large initialization)."""
+    loss: str = "mse"
+    """mse (on one-hot targets, as published) | ce (cross-entropy)."""
+
+
+# Omnigrok's MNIST script: AdamW with torch's default betas, no warmup; evaluations dense early.
+DEFAULTS = {"optim.name": "adamw", "optim.beta2": 0.999, "optim.weight_decay": 0.01, "optim.warmup_steps": 0,
+            "train.batch_size": 200, "train.max_steps": 100_000, "train.eval_schedule": "log"}
+PRESETS = {
+    "none": {},  # the baseline groks at ~44k steps
+    "ema": {"filter.alpha": 0.8, "filter.lamb": 0.1, "optim.weight_decay": 2.0},
+}
+
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid}
+ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "gelu": "GELU", "sigmoid": "Sigmoid"}  # torch.nn class names
 LOSSES = ("mse", "ce")
 
 
-def validate(cfg: MnistConfig) -> None:
+def validate(cfg: Options) -> None:
     if cfg.activation not in ACTIVATIONS:
-        raise ConfigError(f"unknown activation {cfg.activation!r}; choose one of: {', '.join(ACTIVATIONS)}")
+        raise UserError(f"unknown activation {cfg.activation!r}; choose one of: {', '.join(ACTIVATIONS)}")
     if cfg.loss not in LOSSES:
-        raise ConfigError(f"unknown loss {cfg.loss!r}; choose one of: {', '.join(LOSSES)}")
+        raise UserError(f"unknown loss {cfg.loss!r}; choose one of: {', '.join(LOSSES)}")
     for flag, value in (("train-points", cfg.train_points), ("depth", cfg.depth), ("width", cfg.width)):
         if value < 1:
-            raise ConfigError(f"--{flag} must be >= 1, got {value}")
+            raise UserError(f"--{flag} must be >= 1, got {value}")
     if cfg.train_points > 60_000:
-        raise ConfigError(f"--train-points must be <= 60000 (the MNIST training set), got {cfg.train_points}")
+        raise UserError(f"--train-points must be <= 60000 (the MNIST training set), got {cfg.train_points}")
     if not cfg.init_scale > 0:
-        raise ConfigError(f"--init-scale must be > 0, got {cfg.init_scale}")
+        raise UserError(f"--init-scale must be > 0, got {cfg.init_scale}")
+
+
+def describe(cfg: Options) -> str:
+    """"mnist: 1,000 train images, MLP 3×200 relu, init ×8, mse"."""
+    return (f"mnist: {cfg.train_points:,} train images, MLP {cfg.depth}×{cfg.width} {cfg.activation}, "
+            f"init ×{cfg.init_scale:g}, {cfg.loss}")
 
 
 def load(data_dir: str, download: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -51,34 +90,28 @@ def load(data_dir: str, download: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]
             test = MNIST(data_dir, train=False, download=download)
     except (RuntimeError, URLError, OSError) as e:
         why = "and could not be downloaded" if download else "(--no-download)"
-        raise ConfigError(f"MNIST is not in {raw} {why}: place {', '.join(FILES)} there "
-                          f"(gunzipped, from {MNIST.mirrors[0]})") from e
+        raise UserError(f"MNIST is not in {raw} {why}: place {', '.join(FILES)} there "
+                        f"(gunzipped, from {MNIST.mirrors[0]})") from e
     except (ValueError, AssertionError, IndexError) as e:  # a file that is there but is not IDX
-        raise ConfigError(f"cannot read the MNIST files in {raw} ({e or type(e).__name__}); "
-                          "delete them to download them again") from e
+        raise UserError(f"cannot read the MNIST files in {raw} ({e or type(e).__name__}); "
+                        "delete them to download them again") from e
     return train.data, train.targets, test.data, test.targets
 
 
-def mlp(depth: int, width: int, activation: str) -> nn.Sequential:
-    """784 -> width -> ... -> 10: ``depth`` linear maps with the activation between them."""
-    layers: list[nn.Module] = []
-    d_in = 28 * 28
-    for _ in range(depth - 1):
-        layers += [nn.Linear(d_in, width), ACTIVATIONS[activation]()]
-        d_in = width
-    layers.append(nn.Linear(d_in, 10))
-    return nn.Sequential(*layers)
+def build_model(cfg: Options):
+    """The MLP with Omnigrok's large initialization: every initial parameter, biases included, times init_scale."""
+    from grokrun.models import mlp, scale_init
+
+    return scale_init(mlp(cfg.depth, cfg.width, ACTIVATIONS[cfg.activation]), cfg.init_scale)
 
 
 class MnistTask(Task):
-    def __init__(self, cfg: MnistConfig, seed: int, batch_size: int, device: torch.device, dtype: torch.dtype):
+    def __init__(self, cfg: Options, seed: int, batch_size: int, device: torch.device, dtype: torch.dtype):
+        import torch
+
         train_x, train_y, test_x, test_y = load(cfg.data_dir, cfg.download)
         torch.manual_seed(seed)
-        self.model = mlp(cfg.depth, cfg.width, cfg.activation)
-        with torch.no_grad():  # Omnigrok's large initialization: every parameter, biases included
-            for p in self.model.parameters():
-                p.mul_(cfg.init_scale)
-        self.model.to(device=device, dtype=dtype)
+        self.model = build_model(cfg).to(device=device, dtype=dtype)
         n = min(cfg.train_points, len(train_x))
 
         def prepare(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -87,9 +120,10 @@ class MnistTask(Task):
         self.data = {"train": prepare(train_x[:n], train_y[:n]), "val": prepare(test_x, test_y)}
         self.mse = cfg.loss == "mse"
         self.batches = EpochBatches(n, batch_size, device, fork_global_generator())
-        self.title = f"mnist, {n} train points"
 
     def _loss(self, logits: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
+        import torch.nn.functional as F
+
         if self.mse:  # on one-hot targets, averaged over the 10 outputs too, as torch's MSELoss
             return F.mse_loss(logits, F.one_hot(y, 10).to(logits.dtype), reduction=reduction)
         return F.cross_entropy(logits, y, reduction=reduction)
@@ -98,7 +132,6 @@ class MnistTask(Task):
         x, y = self.data["train"]
         return self._loss(self.model(x[idx]), y[idx])
 
-    @torch.no_grad()
     def evaluate(self, split: str, chunk: int = 10_000) -> tuple[Tensor, Tensor]:
         def score(xb: Tensor, yb: Tensor) -> tuple[Tensor, Tensor]:
             logits = self.model(xb).float()
@@ -111,5 +144,5 @@ class MnistTask(Task):
 
 
 def build(cfg, device: torch.device, dtype: torch.dtype) -> MnistTask:
-    """The task for a resolved RunConfig."""
+    """The task for a resolved run config."""
     return MnistTask(cfg.mnist, cfg.seed, cfg.train.batch_size, device, dtype)

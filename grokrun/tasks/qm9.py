@@ -13,56 +13,83 @@ from __future__ import annotations
 
 import contextlib
 import io
-import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.error import URLError
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
-
-from grokrun.config import ConfigError, Qm9Config
+from grokrun.errors import UserError
 from grokrun.tasks.base import EpochBatches, Task, fork_global_generator
 
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+NAME = "qm9"
+
+
+@dataclass
+class Options:
+    data_dir: str = "data"
+    """Dataset folder (QM9 goes in <data-dir>/QM9)."""
+    download: bool = True
+    """Download the dataset when it is missing."""
+    size: int = 100
+    """Molecules: the first N of QM9."""
+    train_frac: float = 0.5
+    """Fraction used for training, in (0, 1); the split is seeded."""
+    target: int = 1
+    """Regression target, a column of QM9's y (0-18; 1 = isotropic polarizability alpha)."""
+    init_scale: float = 3.0
+    """Every initial parameter is multiplied by this."""
+
+
+# Grokfast's QM9 script: AdamW with torch's default betas, no weight decay; a regression (no accuracy).
+DEFAULTS = {"optim.name": "adamw", "optim.beta2": 0.999, "optim.weight_decay": 0.0, "optim.warmup_steps": 0,
+            "train.batch_size": 32, "train.max_steps": 100_000, "train.eval_schedule": "log"}
+PRESETS = {
+    "none": {},
+    "ema": {"filter.alpha": 0.9, "filter.lamb": 1.0, "optim.weight_decay": 0.01},
+}
+
 PROCESSED_URL = "https://data.pyg.org/datasets/qm9_v3.zip"
-NODE_FEATURES, EDGE_FEATURES, TARGETS = 11, 4, 19
+TARGETS = 19
+TARGET_NAMES = {0: "dipole moment", 1: "polarizability α", 2: "HOMO", 3: "LUMO", 4: "gap"}
 
 
-def validate(cfg: Qm9Config) -> None:
+def validate(cfg: Options) -> None:
     if cfg.size < 2:
-        raise ConfigError(f"--size must be >= 2, got {cfg.size}")
+        raise UserError(f"--size must be >= 2, got {cfg.size}")
     if not 0.0 < cfg.train_frac < 1.0:
-        raise ConfigError(f"--train-frac must be in (0, 1), got {cfg.train_frac}")
+        raise UserError(f"--train-frac must be in (0, 1), got {cfg.train_frac}")
     if not 0 <= cfg.target < TARGETS:
-        raise ConfigError(f"--target must be in 0..{TARGETS - 1}, got {cfg.target}")
+        raise UserError(f"--target must be in 0..{TARGETS - 1}, got {cfg.target}")
     if not cfg.init_scale > 0:
-        raise ConfigError(f"--init-scale must be > 0, got {cfg.init_scale}")
+        raise UserError(f"--init-scale must be > 0, got {cfg.init_scale}")
 
 
-def _pyg():
-    with warnings.catch_warnings():  # torch_geometric's import warns about torch.jit; not the user's concern
-        warnings.simplefilter("ignore")
-        import torch_geometric.datasets
-        import torch_geometric.nn
-    return torch_geometric
+def describe(cfg: Options) -> str:
+    """"qm9: 100 molecules, polarizability α, init ×3"."""
+    target = TARGET_NAMES.get(cfg.target, f"target {cfg.target}")
+    return f"qm9: {cfg.size:,} molecules, {target}, init ×{cfg.init_scale:g}"
 
 
-def load(cfg: Qm9Config) -> list:
+def load(cfg: Options) -> list:
     """The first ``size`` molecules (torch_geometric Data), downloading and processing QM9 if allowed."""
-    pyg = _pyg()
+    from grokrun.models import pyg
     root = Path(cfg.data_dir) / "QM9"
     have = (root / "processed" / "data_v3.pt").is_file() or (root / "raw" / "qm9_v3.pt").is_file()
     where = (f"QM9 is not in {root}", f"place qm9_v3.pt (from {PROCESSED_URL}, unzipped) in {root / 'raw'}")
     if not have and not cfg.download:
-        raise ConfigError(f"{where[0]} (--no-download): {where[1]}")
+        raise UserError(f"{where[0]} (--no-download): {where[1]}")
     try:
         # torch_geometric reports its download and processing on stdout and stderr: one line of ours instead
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            dataset = pyg.datasets.QM9(str(root))
+            dataset = pyg().datasets.QM9(str(root))
     except (URLError, OSError, RuntimeError) as e:
-        raise ConfigError(f"{where[0]} and could not be downloaded ({type(e).__name__}): {where[1]}") from e
+        raise UserError(f"{where[0]} and could not be downloaded ({type(e).__name__}): {where[1]}") from e
     if len(dataset) < cfg.size:
-        raise ConfigError(f"--size {cfg.size}: {root} holds only {len(dataset)} molecules")
+        raise UserError(f"--size {cfg.size}: {root} holds only {len(dataset)} molecules")
     return [dataset[i] for i in range(cfg.size)]
 
 
@@ -74,6 +101,8 @@ class GraphStore:
     """
 
     def __init__(self, graphs: list, target: int, device: torch.device, dtype: torch.dtype):
+        import torch
+
         self.device = device
         self.nodes = torch.tensor([g.num_nodes for g in graphs])
         self.edges = torch.tensor([g.edge_index.shape[1] for g in graphs])
@@ -92,6 +121,8 @@ class GraphStore:
 
     def batch(self, idx: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, int]:
         """(x, edge_index, edge_attr, batch vector, targets, number of molecules) for molecules ``idx``."""
+        import torch
+
         idx = idx.cpu()
         nodes, edges = self.nodes[idx], self.edges[idx]
         node_ids = _ranges(self.node_start[idx], nodes)
@@ -106,36 +137,26 @@ class GraphStore:
 
 def _ranges(starts: Tensor, lengths: Tensor) -> Tensor:
     """concat(arange(s, s + n) for s, n in zip(starts, lengths)), without a Python loop."""
+    import torch
+
     offsets = torch.cumsum(lengths, 0) - lengths
     total = int(lengths.sum())
     return torch.repeat_interleave(starts - offsets, lengths) + torch.arange(total)
 
 
-class GraphNet(nn.Module):
-    """NNConv(11 -> 32) and NNConv(32 -> 16), each with an edge network 4 -> 32 -> in*out and a ReLU;
-    add-pool over each molecule; Linear 16 -> 32, ReLU, Linear 32 -> 1."""
+def build_model(cfg: Options):
+    """The published graph network, every initial parameter times init_scale."""
+    from grokrun.models import GraphNet, scale_init
 
-    def __init__(self):
-        super().__init__()
-        NNConv = _pyg().nn.NNConv
-        self.conv1 = NNConv(NODE_FEATURES, 32, nn.Sequential(nn.Linear(EDGE_FEATURES, 32), nn.ReLU(),
-                                                             nn.Linear(32, NODE_FEATURES * 32)))
-        self.conv2 = NNConv(32, 16, nn.Sequential(nn.Linear(EDGE_FEATURES, 32), nn.ReLU(), nn.Linear(32, 32 * 16)))
-        self.fc = nn.Linear(16, 32)
-        self.out = nn.Linear(32, 1)
-
-    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor, n: int) -> Tensor:
-        """One prediction per molecule: (n,)."""
-        x = F.relu(self.conv1(x, edge_index, edge_attr))
-        x = F.relu(self.conv2(x, edge_index, edge_attr))
-        pooled = torch.zeros(n, x.shape[1], device=x.device, dtype=x.dtype).index_add_(0, batch, x)  # add-pool
-        return self.out(F.relu(self.fc(pooled))).squeeze(-1)
+    return scale_init(GraphNet(), cfg.init_scale)
 
 
 class Qm9Task(Task):
     has_accuracy = False
 
-    def __init__(self, cfg: Qm9Config, seed: int, batch_size: int, device: torch.device, dtype: torch.dtype):
+    def __init__(self, cfg: Options, seed: int, batch_size: int, device: torch.device, dtype: torch.dtype):
+        import torch
+
         graphs = load(cfg)
         # As the Grokfast script: the seed draws the split first, then the initial weights.
         torch.manual_seed(seed)
@@ -143,30 +164,28 @@ class Qm9Task(Task):
         n_train = max(1, min(cfg.size - 1, int(round(cfg.train_frac * cfg.size, 6))))
         self.store = GraphStore(graphs, cfg.target, device, dtype)
         self.split = {"train": order[:n_train], "val": order[n_train:]}
-        self.model = GraphNet()
-        with torch.no_grad():  # the large initialization: every parameter
-            for p in self.model.parameters():
-                p.mul_(cfg.init_scale)
-        self.model.to(device=device, dtype=dtype)
+        self.model = build_model(cfg).to(device=device, dtype=dtype)
         self.full = {split: self.store.batch(idx) for split, idx in self.split.items()}  # for evaluation
         self.batches = EpochBatches(n_train, batch_size, torch.device("cpu"), fork_global_generator())
-        self.title = f"qm9, {cfg.size} molecules, target {cfg.target}"
 
     def data_tensors(self) -> list[Tensor]:
         s = self.store
         return [s.x, s.edge_index, s.edge_attr, s.y, s.nodes, s.edges, self.split["train"], self.split["val"]]
 
     def loss(self, idx: Tensor) -> Tensor:
+        import torch.nn.functional as F
+
         x, edge_index, edge_attr, batch, y, n = self.store.batch(self.split["train"][idx])
         return F.mse_loss(self.model(x, edge_index, edge_attr, batch, n), y)
 
-    @torch.no_grad()
     def evaluate(self, split: str) -> tuple[Tensor, None]:
+        import torch.nn.functional as F
+
         x, edge_index, edge_attr, batch, y, n = self.full[split]
         pred = self.model(x, edge_index, edge_attr, batch, n).double()
         return F.mse_loss(pred, y.double()), None
 
 
 def build(cfg, device: torch.device, dtype: torch.dtype) -> Qm9Task:
-    """The task for a resolved RunConfig."""
+    """The task for a resolved run config."""
     return Qm9Task(cfg.qm9, cfg.seed, cfg.train.batch_size, device, dtype)

@@ -2,52 +2,14 @@
 
 import csv
 import json
-import random
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from grokrun.cli import app
 from grokrun.config import resolve
 from grokrun.tasks.imdb import URL, build_vocab, encode, stratified_split, words
 
-runner = CliRunner()
-
-POSITIVE = ["great", "wonderful", "superb", "moving", "brilliant"]
-NEGATIVE = ["awful", "terrible", "boring", "dreadful", "dull"]
-NEUTRAL = ["movie", "film", "plot", "actor", "scene", "story", "director", "music", "ending", "camera", "script",
-           "cast", "year", "time", "character", "dialogue"]
-
-
-def review(rng, positive):
-    """A dozen neutral words, stop words and markup around two words that carry the sentiment."""
-    body = [rng.choice(NEUTRAL) for _ in range(12)] + ["the", "was", "<br", "/>", "10/10"]
-    body += [rng.choice(POSITIVE if positive else NEGATIVE) for _ in range(2)]
-    rng.shuffle(body)
-    return " ".join(body).capitalize() + "!"
-
-
-def write_archive(root, n_per_label=60, seed=0):
-    rng = random.Random(seed)
-    for folder, positive in (("pos", True), ("neg", False)):
-        path = root / "aclImdb" / "train" / folder
-        path.mkdir(parents=True)
-        for i in range(n_per_label):
-            (path / f"{i}_{rng.randint(1, 10)}.txt").write_text(review(rng, positive))
-    return root
-
-
-def write_csv(path, n=120, seed=1):
-    rng = random.Random(seed)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["review", "sentiment"])
-        for i in range(n):
-            positive = i % 3 != 0  # unbalanced on purpose: the split must still stratify
-            w.writerow([review(rng, positive), "positive" if positive else "negative"])
-    return path
-
+from fakedata import write_archive, write_csv
 
 # Small enough for a second on a CPU (the published sizes are the defaults). With these, seeds 0-2 reach
 # 95% validation accuracy between steps 70 and 300, from the archive (EMA) and from the CSV (baseline).
@@ -56,8 +18,8 @@ SMALL = ["--size", "100", "--vocab-size", "40", "--seq-len", "24", "--embedding-
          "--quiet"]
 
 
-def train(tmp_path, *args):
-    result = runner.invoke(app, ["train", "--task", "imdb", "--out", str(tmp_path / "runs"), *args])
+def train(cli, tmp_path, *args):
+    result = cli(["train", "--task", "imdb", "--out", str(tmp_path / "runs"), *args])
     assert "Traceback" not in result.output, result.output
     return result
 
@@ -86,9 +48,9 @@ def test_split_is_stratified_and_seeded():
     assert again == (train, val) and other != (train, val)
 
 
-def test_learns_from_the_archive_layout(tmp_path):
+def test_learns_from_the_archive_layout(cli, tmp_path):
     data = write_archive(tmp_path / "data")
-    result = train(tmp_path, "--data-dir", str(data), "--no-download", "--filter", "ema", *SMALL)
+    result = train(cli, tmp_path, "--data-dir", str(data), "--no-download", "--filter", "ema", *SMALL)
     assert result.exit_code == 0, result.output
     s = summary_of(tmp_path, "imdb-ema-seed0")
     assert s["status"] == "completed" and s["best_val_acc"] >= 0.9, s  # chance is 0.5
@@ -96,9 +58,9 @@ def test_learns_from_the_archive_layout(tmp_path):
     assert config["optim"]["clip_grad"] == 5.0 and config["optim"]["weight_decay"] == 10.0
 
 
-def test_learns_from_a_csv(tmp_path):
+def test_learns_from_a_csv(cli, tmp_path):
     path = write_csv(tmp_path / "reviews.csv")
-    result = train(tmp_path, "--data-file", str(path), *SMALL)
+    result = train(cli, tmp_path, "--data-file", str(path), *SMALL)
     assert result.exit_code == 0, result.output
     s = summary_of(tmp_path, "imdb-none-seed0")
     assert s["best_val_acc"] >= 0.9, s
@@ -116,8 +78,8 @@ def test_published_defaults_and_presets():
     assert (ema.filter.alpha, ema.filter.lamb, ema.optim.weight_decay) == (0.98, 2.0, 10.0)
 
 
-def test_missing_data_says_what_to_place_where(tmp_path):
-    result = train(tmp_path, "--data-dir", str(tmp_path / "none"), "--no-download")
+def test_missing_data_says_what_to_place_where(cli, tmp_path):
+    result = train(cli, tmp_path, "--data-dir", str(tmp_path / "none"), "--no-download")
     assert result.exit_code == 2
     assert result.stderr.strip() == (
         f"error: IMDb is not in {tmp_path / 'none' / 'aclImdb'} (--no-download): extract {URL} there (it holds "
@@ -125,11 +87,11 @@ def test_missing_data_says_what_to_place_where(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_failed_download_is_one_clear_line(tmp_path, monkeypatch):
+def test_failed_download_is_one_clear_line(cli, tmp_path, monkeypatch):
     import grokrun.tasks.imdb as imdb
 
     monkeypatch.setattr(imdb, "URL", "http://127.0.0.1:9/aclImdb_v1.tar.gz")  # refused at once, as offline
-    result = train(tmp_path, "--data-dir", str(tmp_path / "data"))
+    result = train(cli, tmp_path, "--data-dir", str(tmp_path / "data"))
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "and could not be downloaded" in lines[0] and "--data-file" in lines[0]
@@ -140,21 +102,22 @@ def test_failed_download_is_one_clear_line(tmp_path, monkeypatch):
     ("review,sentiment\nfine,positive\nmeh,neutral\n", "row 3: sentiment must be positive or negative, got 'neutral'"),
     ("review,sentiment\nfine,positive\nbad,negative\n", "has 2 reviews; --size asks for 1000"),
 ])
-def test_bad_csv(content, message, tmp_path):
+def test_bad_csv(cli, content, message, tmp_path):
     path = tmp_path / "r.csv"
     path.write_text(content)
-    result = train(tmp_path, "--data-file", str(path))
+    result = train(cli, tmp_path, "--data-file", str(path))
     line = result.stderr.strip()
     assert result.exit_code == 2 and line.startswith(f"error: --data-file {path}") and line.endswith(message), line
 
 
-def test_compare_works_for_imdb(tmp_path):
+def test_compare_works_for_imdb(cli, tmp_path):
     path = write_csv(tmp_path / "reviews.csv")
     out = tmp_path / "cmp"
-    result = runner.invoke(app, ["compare", "--task", "imdb", "--filter", "ema", "--data-file", str(path),
-                                 "--seeds", "0", "--out", str(out), *SMALL])
+    result = cli(["compare", "--task", "imdb", "--filter", "ema", "--data-file", str(path),
+                  "--seeds", "0", "--out", str(out), *SMALL])
     assert result.exit_code == 0, result.output
     with open(out / "comparison.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [r["variant"] for r in rows] == ["baseline", "ema"] and all(float(r["best_val_acc_median"]) > 0.5
-                                                                         for r in rows)
+    assert [r["variant"] for r in rows] == ["baseline", "ema"]
+    # both learn the sentiment words (seeds 0-2 reach 1.0 here); chance is 0.5
+    assert all(r["reached"] == "1" and float(r["best_val_acc_median"]) >= 0.95 for r in rows), rows

@@ -2,54 +2,27 @@
 
 import csv
 import json
-import struct
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from grokrun.cli import app
 from grokrun.config import resolve
 from grokrun.engine import eval_steps
-from grokrun.tasks.mnist import FILES, mlp
+from grokrun.tasks.mnist import FILES, Options, build_model
 
-runner = CliRunner()
-
-
-def write_idx(path, data: torch.Tensor) -> None:
-    """IDX as in the MNIST distribution: magic (0, 0, uint8 type 0x08, number of dims), big-endian sizes."""
-    with open(path, "wb") as f:
-        f.write(struct.pack(">BBBB", 0, 0, 0x08, data.dim()))
-        f.write(struct.pack(f">{data.dim()}I", *data.shape))
-        f.write(data.to(torch.uint8).numpy().tobytes())
+from fakedata import synthetic_mnist
 
 
-def synthetic_mnist(root, n_train=600, n_test=400, seed=0):
-    """Digits drawn as a bright 6x6 square whose place depends on the label, over noise: learnable, not trivial."""
-    g = torch.Generator().manual_seed(seed)
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        labels = torch.randint(0, 10, (n,), generator=g)
-        images = torch.randint(0, 90, (n, 28, 28), generator=g)
-        for i, c in enumerate(labels.tolist()):
-            r, k = 2 + (c // 5) * 13, 1 + (c % 5) * 5
-            images[i, r:r + 6, k:k + 6] = 255
-        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
-        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
-    return root
-
-
-def train(tmp_path, *args):
-    result = runner.invoke(app, ["train", "--task", "mnist", "--out", str(tmp_path / "runs"), "--quiet", *args])
+def train(cli, tmp_path, *args):
+    result = cli(["train", "--task", "mnist", "--out", str(tmp_path / "runs"), "--quiet", *args])
     assert "Traceback" not in result.output, result.output
     return result
 
 
-def test_mnist_learns_from_idx_files_end_to_end(tmp_path):
+def test_mnist_learns_from_idx_files_end_to_end(cli, tmp_path):
     data = synthetic_mnist(tmp_path / "data")
     # The published EMA settings (init x8, MSE, weight decay 2) reach 95% at about step 410 (seeds 0-2, CPU).
-    result = train(tmp_path, "--data-dir", str(data), "--no-download", "--train-points", "200", "--max-steps", "600",
+    result = train(cli, tmp_path, "--data-dir", str(data), "--no-download", "--train-points", "200", "--max-steps", "600",
                    "--filter", "ema")
     assert result.exit_code == 0, result.output
     run = tmp_path / "runs" / "mnist-ema-seed0"
@@ -68,8 +41,8 @@ def test_mnist_learns_from_idx_files_end_to_end(tmp_path):
     assert "modular" not in config
 
 
-def test_missing_data_names_the_folder_and_the_files(tmp_path):
-    result = train(tmp_path, "--data-dir", str(tmp_path / "nowhere"), "--no-download")
+def test_missing_data_names_the_folder_and_the_files(cli, tmp_path):
+    result = train(cli, tmp_path, "--data-dir", str(tmp_path / "nowhere"), "--no-download")
     assert result.exit_code == 2
     line = result.stderr.strip()
     assert line == (f"error: MNIST is not in {tmp_path / 'nowhere' / 'MNIST' / 'raw'} (--no-download): place "
@@ -77,19 +50,26 @@ def test_missing_data_names_the_folder_and_the_files(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_a_corrupt_file_is_one_clear_line(tmp_path):
+def test_a_corrupt_file_is_one_clear_line(cli, tmp_path):
     data = synthetic_mnist(tmp_path / "data", n_train=20, n_test=20)
     (data / "MNIST" / "raw" / "t10k-images-idx3-ubyte").write_bytes(b"not an idx file")
-    result = train(tmp_path, "--data-dir", str(data), "--no-download")
+    result = train(cli, tmp_path, "--data-dir", str(data), "--no-download")
     assert result.exit_code == 2
     assert result.stderr.strip().startswith(f"error: cannot read the MNIST files in {data / 'MNIST' / 'raw'}")
 
 
 def test_model_is_the_published_mlp_with_scaled_initialization():
     torch.manual_seed(0)
-    reference = mlp(3, 200, "relu")
-    assert [tuple(p.shape) for p in reference.parameters()] == [(200, 784), (200,), (200, 200), (200,), (10, 200), (10,)]
-    assert [type(m).__name__ for m in reference] == ["Linear", "ReLU", "Linear", "ReLU", "Linear"]
+    model = build_model(Options())  # the published settings: 3 layers of 200, ReLU, init x8
+    assert [tuple(p.shape) for p in model.parameters()] == [(200, 784), (200,), (200, 200), (200,), (10, 200), (10,)]
+    assert [type(m).__name__ for m in model] == ["Linear", "ReLU", "Linear", "ReLU", "Linear"]
+    torch.manual_seed(0)
+    plain = build_model(Options(init_scale=1.0))  # the same draws, unscaled
+    for scaled, p in zip(model.parameters(), plain.parameters()):  # every parameter, biases included, x8 exactly
+        assert torch.equal(scaled, 8 * p)
+    # and unscaled is torch's default init: weights within +-1/sqrt(fan_in), so x8 puts them far outside it
+    first = next(plain.parameters())
+    assert first.abs().max() <= 784 ** -0.5 and next(model.parameters()).abs().max() > 784 ** -0.5
 
 
 def test_published_defaults_and_presets():
@@ -120,20 +100,20 @@ def test_log_schedule_by_hand():
     (["--loss", "l1"], "unknown loss 'l1'; choose one of: mse, ce"),
     (["--init-scale", "0"], "--init-scale must be > 0, got 0.0"),
     (["--train-points", "0"], "--train-points must be >= 1, got 0"),
-    (["--filter", "ma"], "unknown filter 'ma'; choose one of: none, ema"),
+    (["--filter", "kalman"], "unknown filter 'kalman'; choose one of: none, ema, ma"),
     (["--op", "add"], "--op does not apply to task mnist"),
     (["--eval-schedule", "cosine"], "unknown eval schedule 'cosine'; choose one of: linear, log"),
 ])
-def test_bad_input(args, message, tmp_path):
-    result = train(tmp_path, "--no-download", *args)
+def test_bad_input(cli, args, message, tmp_path):
+    result = train(cli, tmp_path, "--no-download", *args)
     assert result.exit_code == 2 and result.stderr.strip() == f"error: {message}", result.output
 
 
-def test_failed_download_is_one_clear_line(tmp_path, monkeypatch):
+def test_failed_download_is_one_clear_line(cli, tmp_path, monkeypatch):
     from torchvision.datasets import MNIST
 
     monkeypatch.setattr(MNIST, "mirrors", ["http://127.0.0.1:9/"])  # refused at once, like a machine offline
-    result = train(tmp_path, "--data-dir", str(tmp_path / "data"))
+    result = train(cli, tmp_path, "--data-dir", str(tmp_path / "data"))
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(
@@ -142,17 +122,17 @@ def test_failed_download_is_one_clear_line(tmp_path, monkeypatch):
     assert not (tmp_path / "runs").exists()
 
 
-def test_compare_and_plot_work_for_mnist(tmp_path):
+def test_compare_and_plot_work_for_mnist(cli, tmp_path):
     data = synthetic_mnist(tmp_path / "data")
     out = tmp_path / "cmp"
-    result = runner.invoke(app, ["compare", "--task", "mnist", "--filter", "ema", "--data-dir", str(data),
-                                 "--no-download", "--train-points", "200", "--max-steps", "600", "--seeds", "0",
-                                 "--out", str(out), "--quiet"])
+    result = cli(["compare", "--task", "mnist", "--filter", "ema", "--data-dir", str(data),
+                  "--no-download", "--train-points", "200", "--max-steps", "600", "--seeds", "0",
+                  "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
     with open(out / "comparison.csv", newline="") as f:
         rows = {r["variant"]: r for r in csv.DictReader(f)}
     assert list(rows) == ["baseline", "ema"]
     assert rows["ema"]["reached"] == "1" and rows["baseline"]["reached"] == "0"  # the filter groks, in time
     assert float(rows["ema"]["speedup_steps_lo"]) > 1
-    plotted = runner.invoke(app, ["plot", str(out)])
+    plotted = cli(["plot", str(out)])
     assert plotted.exit_code == 0 and (out / "ema-seed0" / "weight_norm.png").is_file()

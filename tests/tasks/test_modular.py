@@ -6,8 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from grokrun.config import ConfigError, ModularConfig
-from grokrun.tasks.modular import OPS, Decoder, ModularTask, table, validate
+from grokrun.errors import UserError
+from grokrun.models import Decoder
+from grokrun.tasks.modular import Options as ModularConfig
+from grokrun.tasks.modular import OPS, ModularTask, table, validate
 
 
 def answers(op: str, p: int) -> dict[tuple[int, int], int]:
@@ -146,7 +148,7 @@ def test_causal_mask_hides_the_future(kind):
     (ModularConfig(block="post"), "unknown block 'post'; choose one of: grokfast, prenorm"),
 ])
 def test_validate_rejects(cfg, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
         validate(cfg)
 
 

@@ -5,55 +5,11 @@ import json
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from grokrun.cli import app
 from grokrun.config import resolve
 from grokrun.tasks.qm9 import PROCESSED_URL, GraphStore
 
-runner = CliRunner()
-
-try:  # with rdkit, torch_geometric reads the raw SDF files instead of qm9_v3.pt
-    import rdkit  # noqa: F401
-
-    HAS_RDKIT = True
-except ImportError:
-    HAS_RDKIT = False
-needs_preprocessed = pytest.mark.skipif(HAS_RDKIT, reason="rdkit installed: QM9 would want the raw SDF files")
-
-ATOM_ALPHA = torch.tensor([0.7, 2.0, 1.5, 1.0, 0.5])  # H C N O F: the target is a sum over atoms, learnable
-
-
-def molecules(n=60, seed=0):
-    """Dicts as in qm9_v3.pt: x (atoms x 11: one-hot type, atomic number, aromatic, sp, sp2, sp3, H count),
-    edge_index (both directions), edge_attr (one-hot bond type), y (1 x 19), z, pos, name, idx."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for i in range(n):
-        atoms = int(torch.randint(2, 9, (1,), generator=g))
-        kind = torch.randint(0, 5, (atoms,), generator=g)
-        z = torch.tensor([1, 6, 7, 8, 9])[kind]
-        x = torch.zeros(atoms, 11)
-        x[torch.arange(atoms), kind] = 1
-        x[:, 5] = z.float()
-        rows = list(range(1, atoms))
-        parents = [int(torch.randint(0, r, (1,), generator=g)) for r in rows]  # a random tree
-        edge_index = torch.tensor([rows + parents, parents + rows])
-        bond = torch.randint(0, 4, (len(rows),), generator=g).repeat(2)
-        y = torch.zeros(1, 19)
-        y[0, 1] = ATOM_ALPHA[kind].sum()
-        y[0, 0] = float(atoms)
-        out.append({"x": x, "edge_index": edge_index, "edge_attr": torch.eye(4)[bond], "y": y, "z": z,
-                    "pos": torch.randn(atoms, 3, generator=g), "name": f"gdb_{i + 1}", "idx": torch.tensor([i])})
-    return out
-
-
-def write_qm9(root, n=80):
-    raw = root / "QM9" / "raw"
-    raw.mkdir(parents=True)
-    torch.save(molecules(n), raw / "qm9_v3.pt")
-    return root
-
+from fakedata import molecules, needs_preprocessed, write_qm9
 
 # 40 molecules to train, 40 to validate. Seeds 0-2 reach a validation MSE of 2-10% of the targets' variance
 # within 400 steps (baseline and EMA); a model predicting the mean would score 100%.
@@ -61,16 +17,16 @@ SMALL = ["--size", "80", "--max-steps", "400", "--init-scale", "1.0", "--lr", "3
          "--quiet"]
 
 
-def train(tmp_path, *args):
-    result = runner.invoke(app, ["train", "--task", "qm9", "--out", str(tmp_path / "runs"), *args])
+def train(cli, tmp_path, *args):
+    result = cli(["train", "--task", "qm9", "--out", str(tmp_path / "runs"), *args])
     assert "Traceback" not in result.output, result.output
     return result
 
 
 @needs_preprocessed
-def test_regression_end_to_end(tmp_path):
+def test_regression_end_to_end(cli, tmp_path):
     data = write_qm9(tmp_path / "data")
-    result = train(tmp_path, "--data-dir", str(data), "--no-download", "--filter", "ema", *SMALL)
+    result = train(cli, tmp_path, "--data-dir", str(data), "--no-download", "--filter", "ema", *SMALL)
     assert result.exit_code == 0, result.output
     run = tmp_path / "runs" / "qm9-ema-seed0"
     s = json.loads((run / "summary.json").read_text())
@@ -111,8 +67,8 @@ def test_published_defaults_and_presets():
     assert (ema.filter.alpha, ema.filter.lamb, ema.optim.weight_decay) == (0.9, 1.0, 0.01)
 
 
-def test_missing_data_says_what_to_place_where(tmp_path):
-    result = train(tmp_path, "--data-dir", str(tmp_path / "none"), "--no-download")
+def test_missing_data_says_what_to_place_where(cli, tmp_path):
+    result = train(cli, tmp_path, "--data-dir", str(tmp_path / "none"), "--no-download")
     assert result.exit_code == 2
     root = tmp_path / "none" / "QM9"
     assert result.stderr.strip() == (f"error: QM9 is not in {root} (--no-download): place qm9_v3.pt (from "
@@ -125,24 +81,24 @@ def test_missing_data_says_what_to_place_where(tmp_path):
     (["--size", "1"], "--size must be >= 2, got 1"),
     (["--init-scale", "-1"], "--init-scale must be > 0, got -1.0"),
 ])
-def test_bad_input(args, message, tmp_path):
-    result = train(tmp_path, "--no-download", *args)
+def test_bad_input(cli, args, message, tmp_path):
+    result = train(cli, tmp_path, "--no-download", *args)
     assert result.exit_code == 2 and result.stderr.strip() == f"error: {message}"
 
 
 @needs_preprocessed
-def test_compare_and_plot_on_qm9_runs(tmp_path):
+def test_compare_and_plot_on_qm9_runs(cli, tmp_path):
     data = write_qm9(tmp_path / "data")
     out = tmp_path / "cmp"
-    result = runner.invoke(app, ["compare", "--task", "qm9", "--filter", "ema", "--data-dir", str(data),
-                                 "--no-download", "--seeds", "0,1", "--out", str(out), *SMALL])
+    result = cli(["compare", "--task", "qm9", "--filter", "ema", "--data-dir", str(data),
+                  "--no-download", "--seeds", "0,1", "--out", str(out), *SMALL])
     assert result.exit_code == 0, result.output
     assert "min val loss" in result.stdout and "speedup" not in result.stdout  # the regression headline
     with open(out / "comparison.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["variant"] for r in rows] == ["baseline", "ema"]
     assert all(r["reached"] == "" and float(r["min_val_loss_median"]) > 0 for r in rows)
-    plotted = runner.invoke(app, ["plot", str(out)])
+    plotted = cli(["plot", str(out)])
     assert plotted.exit_code == 0, plotted.output
     run = out / "ema-seed1"
     assert (run / "loss.png").stat().st_size > 2000 and not (run / "accuracy.png").exists()
@@ -150,11 +106,11 @@ def test_compare_and_plot_on_qm9_runs(tmp_path):
 
 
 @needs_preprocessed
-def test_failed_download_is_one_clear_line(tmp_path, monkeypatch):
+def test_failed_download_is_one_clear_line(cli, tmp_path, monkeypatch):
     from torch_geometric.datasets import QM9
 
     monkeypatch.setattr(QM9, "processed_url", "http://127.0.0.1:9/qm9_v3.zip")  # refused at once, as offline
-    result = train(tmp_path, "--data-dir", str(tmp_path / "data"))
+    result = train(cli, tmp_path, "--data-dir", str(tmp_path / "data"))
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: QM9 is not in {tmp_path / 'data' / 'QM9'} and could "

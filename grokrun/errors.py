@@ -1,0 +1,12 @@
+"""The one error type a user can cause and fix.
+
+    raise UserError("--lamb must be >= 0, got -1.0")
+
+A bad flag, a bad config file, missing data, a damaged checkpoint, a device that is not there: the CLI
+prints the message as one line and exits with status 2, with no traceback. Anything else is a bug and
+keeps its traceback.
+"""
+
+
+class UserError(ValueError):
+    """A mistake the user can fix; the message names the fix."""

@@ -1,0 +1,160 @@
+"""The architectures grokking is studied on, one class (or builder) each; tasks choose and size them.
+
+    model = Decoder(vocab=99, width=128, layers=2, heads=4)
+
+Plain torch modules with no data attached, so a model can be built from a saved config alone (for
+analysis, or to check an initialization). Each task's ``build_model`` calls one of these.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+NODE_FEATURES, EDGE_FEATURES = 11, 4  # QM9's atom and bond features, as torch_geometric encodes them
+
+
+def scale_init(model: nn.Module, factor: float) -> nn.Module:
+    """Multiply every initial parameter, biases and embeddings included, by ``factor`` (Omnigrok's large
+    initialization, which makes a model memorize first and generalize late)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(factor)
+    return model
+
+
+# --- decoder transformer (modular arithmetic) -----------------------------------------------------------
+
+class Block(nn.Module):
+    """Causal self-attention and GELU MLP, each after a LayerNorm.
+
+    ``prenorm`` is the textbook pre-LN block, x + attn(ln1(x)). ``grokfast`` is the block of the
+    published Grokfast decoder, where the stream itself is replaced by ln1(x) before the attention
+    residual: h = ln1(x); h + attn(h). Grokfast's numbers were measured with the latter.
+    """
+
+    def __init__(self, width: int, heads: int, kind: str = "grokfast"):
+        super().__init__()
+        self.heads = heads
+        self.normed_stream = kind == "grokfast"
+        self.ln1 = nn.LayerNorm(width)
+        self.ln2 = nn.LayerNorm(width)
+        # Initialized as torch's MultiheadAttention, which the Grokfast decoder uses (xavier in-projection,
+        # zero biases), and drawing random numbers in its order: the output projection's default init
+        # first, then the in-projection. So a seed gives the published script's initial weights.
+        self.qkv_weight = nn.Parameter(torch.empty(3 * width, width))
+        self.qkv_bias = nn.Parameter(torch.zeros(3 * width))
+        self.proj = nn.Linear(width, width)
+        nn.init.xavier_uniform_(self.qkv_weight)
+        nn.init.zeros_(self.proj.bias)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+
+    def forward(self, x: Tensor, last_only: bool = False) -> Tensor:
+        """With ``last_only``, return only the last position: the queries, the attention output and the
+        MLP are computed for it alone (keys and values still cover every position)."""
+        b, t, c = x.shape
+        h = self.ln1(x)
+        if self.normed_stream:
+            x = h
+        if last_only:
+            w_q, w_kv = self.qkv_weight.split([c, 2 * c])
+            b_q, b_kv = self.qkv_bias.split([c, 2 * c])
+            q = F.linear(h[:, -1:], w_q, b_q)
+            k, v = F.linear(h, w_kv, b_kv).split(c, dim=-1)
+            x = x[:, -1:]
+        else:
+            q, k, v = F.linear(h, self.qkv_weight, self.qkv_bias).split(c, dim=-1)
+        q, k, v = (z.view(b, z.shape[1], self.heads, c // self.heads).transpose(1, 2) for z in (q, k, v))
+        # The last position sees every earlier one, so it needs no mask.
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=not last_only)
+        x = x + self.proj(a.transpose(1, 2).reshape(b, x.shape[1], c))
+        return x + self.mlp(self.ln2(x))
+
+
+class Decoder(nn.Module):
+    """Token and learned position embeddings, blocks, final LayerNorm, linear head (no bias).
+
+    Five positions, as published (a, op, b, =, and the answer, whose row is never used), so the
+    random draws of the initialization match the published script's.
+    """
+
+    def __init__(self, vocab: int, width: int, layers: int, heads: int, seq_len: int = 5,
+                 block: str = "grokfast"):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, width)
+        self.pos = nn.Embedding(seq_len, width)
+        self.blocks = nn.ModuleList(Block(width, heads, block) for _ in range(layers))
+        self.ln_f = nn.LayerNorm(width)
+        self.head = nn.Linear(width, vocab, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits at the last position only: (batch, vocab)."""
+        h = self.tok(x) + self.pos.weight[: x.shape[1]]
+        for i, block in enumerate(self.blocks):
+            h = block(h, last_only=i == len(self.blocks) - 1)
+        return self.head(self.ln_f(h[:, -1]))
+
+
+# --- MLP (MNIST) ---------------------------------------------------------------------------------------
+
+def mlp(depth: int, width: int, activation: str) -> nn.Sequential:
+    """784 -> width -> ... -> 10: ``depth`` linear maps with the activation (a torch.nn class name) between them."""
+    layers: list[nn.Module] = []
+    d_in = 28 * 28
+    for _ in range(depth - 1):
+        layers += [nn.Linear(d_in, width), getattr(nn, activation)()]
+        d_in = width
+    layers.append(nn.Linear(d_in, 10))
+    return nn.Sequential(*layers)
+
+
+# --- LSTM (IMDb) ---------------------------------------------------------------------------------------
+
+class SentimentLSTM(nn.Module):
+    """Embedding, stacked LSTM, and a linear unit with a sigmoid on the last position's output."""
+
+    def __init__(self, vocab: int, embedding_dim: int, width: int, layers: int):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, embedding_dim)
+        self.lstm = nn.LSTM(embedding_dim, width, num_layers=layers, batch_first=True)
+        self.fc = nn.Linear(width, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """P(positive) per review: (batch,)."""
+        out, _ = self.lstm(self.embedding(x))  # zero initial state
+        return torch.sigmoid(self.fc(out[:, -1])).squeeze(-1)  # only the last position is read
+
+
+# --- graph network (QM9) -------------------------------------------------------------------------------
+
+def pyg():
+    """torch_geometric, imported quietly."""
+    with warnings.catch_warnings():  # torch_geometric's import warns about torch.jit; not the user's concern
+        warnings.simplefilter("ignore")
+        import torch_geometric.datasets
+        import torch_geometric.nn
+    return torch_geometric
+
+
+class GraphNet(nn.Module):
+    """NNConv(11 -> 32) and NNConv(32 -> 16), each with an edge network 4 -> 32 -> in*out and a ReLU;
+    add-pool over each molecule; Linear 16 -> 32, ReLU, Linear 32 -> 1."""
+
+    def __init__(self):
+        super().__init__()
+        NNConv = pyg().nn.NNConv
+        self.conv1 = NNConv(NODE_FEATURES, 32, nn.Sequential(nn.Linear(EDGE_FEATURES, 32), nn.ReLU(),
+                                                             nn.Linear(32, NODE_FEATURES * 32)))
+        self.conv2 = NNConv(32, 16, nn.Sequential(nn.Linear(EDGE_FEATURES, 32), nn.ReLU(), nn.Linear(32, 32 * 16)))
+        self.fc = nn.Linear(16, 32)
+        self.out = nn.Linear(32, 1)
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor, n: int) -> Tensor:
+        """One prediction per molecule: (n,)."""
+        x = F.relu(self.conv1(x, edge_index, edge_attr))
+        x = F.relu(self.conv2(x, edge_index, edge_attr))
+        pooled = torch.zeros(n, x.shape[1], device=x.device, dtype=x.dtype).index_add_(0, batch, x)  # add-pool
+        return self.out(F.relu(self.fc(pooled))).squeeze(-1)
