@@ -47,7 +47,8 @@ def _flag_parameters() -> tuple[list[inspect.Parameter], dict[str, str]]:
         help = escape(flag.help)
         if flag.default is not None:
             help += f" [dim]\\[default: {flag.default}][/dim]"
-        option = typer.Option(decl, help=help, rich_help_panel=flag.panel, show_default=False)
+        option = typer.Option(decl, help=help, rich_help_panel=flag.panel, show_default=False,
+                              metavar="" if flag.type is bool else None)  # an on/off flag takes no value
         name = flag.name.replace("-", "_")
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
                                         annotation=Annotated[Optional[flag.type], option]))
@@ -79,9 +80,11 @@ def overrides_from(values: dict[str, Any]) -> dict[str, Any]:
 
 
 ConfigOption = Annotated[Optional[Path], typer.Option(
-    "--config", help="TOML preset (configs/*.toml) or a run's config.json; flags override it.",
+    "--config", help="TOML preset (configs/*.toml) or a run's config.json; flags override it (a --filter other "
+    "than the file's brings that filter's preset in place of the file's filter settings).",
     rich_help_panel="Run", show_default=False)]
-QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.", rich_help_panel="Run")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or progress lines.",
+                                           rich_help_panel="Run", metavar="")]
 ResumeOption = Annotated[Optional[Path], typer.Option(
     "--resume", help="Continue an interrupted run directory from its checkpoint, to its original budget.",
     rich_help_panel="Run", show_default=False)]
@@ -111,8 +114,9 @@ def train(config: ConfigOption = None, resume: ResumeOption = None, quiet: Quiet
     except UserError as e:
         fail(str(e))
     except StoppedAtOnce as e:
-        err.print(f"[yellow]stopped at once[/yellow] (a second interrupt): {e.run_dir} has no summary; "
-                  f"grokrun train --resume {e.run_dir} continues from its last checkpoint")
+        err.print("[yellow]stopped at once[/yellow] " + escape(
+            f"(a second interrupt): {e.run_dir} has no summary; grokrun train --resume {e.run_dir} continues from "
+            "its last checkpoint"))
         raise typer.Exit(130)
     except KeyboardInterrupt:  # before training began (loading data, building the model)
         err.print("[yellow]interrupted[/yellow] before training began")
@@ -137,8 +141,8 @@ def _resumable(run_dir: Path, config: Optional[Path], values: dict[str, Any]):
     except (OSError, ValueError):
         summary = {}
     if summary.get("status") in FINAL:
-        out.print(f"{run_dir} has already ended ({summary['status'].replace('_', ' ')} after "
-                  f"{summary.get('steps', 0):,} steps); nothing to resume")
+        out.print(escape(f"{run_dir} has already ended ({summary['status'].replace('_', ' ')} after "
+                         f"{summary.get('steps', 0):,} steps); nothing to resume"))
         raise typer.Exit(0)
     return resolve(run_dir / CONFIG, {})
 
@@ -147,18 +151,20 @@ def print_headline(run_dir: Path, s: dict[str, Any]) -> None:
     """Where the run went, how it ended, and what it found: steps and time to 95% val acc (or the lowest
     validation loss), ms/step, peak memory and device."""
     from grokrun.results import read_run
-    from grokrun.table import headline
+    from grokrun.table import count, headline
 
+    run = read_run(run_dir)
     status = {"completed": "completed", "stopped_at_target": "stopped at target",
               "interrupted": "[yellow]interrupted[/yellow]", "diverged": "[red]diverged[/red]"}[s["status"]]
-    out.print(f"run: {escape(str(run_dir))} ({status} after {s['steps']:,} steps)")
+    out.print(f"run: {escape(str(run_dir))} ({status} after {count(s['steps'], 'step')})")
     if s["status"] == "diverged":
         out.print(f"[red]diverged at step {s['diverged_at']:,}[/red]: the loss or a gradient became non-finite; "
                   "try a smaller --lamb or --lr")
     if s["status"] == "interrupted":
         out.print(f"checkpoint written at step {s['steps']:,}; continue with: grokrun train --resume "
                   f"{escape(str(run_dir))}")
-    out.print(escape(headline(read_run(run_dir), 0.95, status=False, machine=True)))
+    threshold = run.config.get("train", {}).get("stop_at_acc") or 0.95  # the run's own target, where it has one
+    out.print(escape(headline(run, threshold, status=False, machine=True)))
 
 
 # --- compare and plot ----------------------------------------------------------------------------------
@@ -166,10 +172,19 @@ def print_headline(run_dir: Path, s: dict[str, Any]) -> None:
 PathsArgument = Annotated[Optional[list[Path]], typer.Argument(
     help="Config files, one variant each (the first is the baseline); or run directories and folders of them, "
          "tabulated as they are, without training.", show_default=False)]
-ThresholdOption = Annotated[float, typer.Option(
-    help="Validation accuracy whose first crossing the table and plots report.", rich_help_panel="Compare")]
-FormatOption = Annotated[str, typer.Option("--format", help="Figure format: png | svg | pdf.",
-                                           rich_help_panel="Compare")]
+def _threshold_option(panel: str):
+    return Annotated[float, typer.Option(help="Validation accuracy whose first crossing the table and plots report.",
+                                         rich_help_panel=panel)]
+
+
+def _format_option(panel: str):
+    return Annotated[str, typer.Option("--format", help="Figure format: png | svg | pdf.", rich_help_panel=panel)]
+
+
+CompareThreshold, CompareFormat = _threshold_option("Compare"), _format_option("Compare")
+PlotThreshold, PlotFormat = _threshold_option("Plot"), _format_option("Plot")
+
+
 TRAINING_ONLY = ("--filter", "--seeds", "--jobs")
 
 
@@ -178,7 +193,7 @@ TRAINING_ONLY = ("--filter", "--seeds", "--jobs")
 def compare(
     paths: PathsArgument = None,
     filters: Annotated[Optional[list[str]], typer.Option(
-        "--filter", help="Filter to compare with the baseline (none), with the task's published settings (or the "
+        "--filter", metavar="NAME", help="Filter to compare with the baseline (none), with the task's published settings (or the "
         f"filter's own defaults where none were published); repeat for more. One of: {', '.join(FILTERS)}. "
         "[dim]\\[default: every published filter of the task][/dim]",
         rich_help_panel="Compare", show_default=False)] = None,
@@ -187,11 +202,11 @@ def compare(
         show_default=False)] = None,
     jobs: Annotated[int, typer.Option(help="Runs trained at once, in parallel processes.",
                                       rich_help_panel="Compare")] = 1,
-    out_dir: Annotated[Optional[Path], typer.Option(
+    out_dir: Annotated[Optional[str], typer.Option(
         "--out", help="Output folder. [dim]\\[default: the newest results/compare-<task>-* with the same variants, "
         "else a new results/compare-<task>-<time>][/dim]", rich_help_panel="Compare", show_default=False)] = None,
-    threshold: ThresholdOption = 0.95,
-    fmt: FormatOption = "png",
+    threshold: CompareThreshold = 0.95,
+    fmt: CompareFormat = "png",
     quiet: QuietOption = False,
     **values: Any,
 ) -> None:
@@ -206,15 +221,18 @@ def compare(
 
     overrides = overrides_from(values)
     try:
+        if out_dir == "":
+            raise UserError("--out must name a folder (it is empty)")
+        folder = None if out_dir is None else Path(out_dir)
         if paths and all(p.is_dir() for p in paths):
             given = [name for name, v in zip(TRAINING_ONLY, (filters, seeds, jobs != 1)) if v] + _flags_given(values)
             if given:
                 raise UserError(f"{given[0]} applies to training; run directories are tabulated as they are "
                                 "(give config files or --task/--filter to train)")
-            cmp.tabulate_existing(paths, out_dir, threshold, fmt, out, warn)
+            cmp.tabulate_existing(paths, folder, threshold, fmt, out, warn)
             return
-        finished = cmp.compare(cmp.variants(paths or [], filters or [], overrides), cmp.parse_seeds(seeds or "0,1,2"),
-                               jobs, out_dir, threshold, fmt, quiet, out, err)
+        finished = cmp.compare(cmp.variants(paths or [], filters or [], overrides), cmp.parse_seeds("0,1,2" if seeds is None else seeds),
+                               jobs, folder, threshold, fmt, quiet, out, err)
     except UserError as e:
         fail(str(e))
     if not finished:
@@ -233,13 +251,13 @@ def _check_reporting(threshold: float, fmt: str) -> None:
 @app.command()
 def plot(
     path: Annotated[Path, typer.Argument(help="A run directory, or a folder searched for them.", show_default=False)],
-    threshold: ThresholdOption = 0.95,
-    fmt: FormatOption = "png",
+    threshold: PlotThreshold = 0.95,
+    fmt: PlotFormat = "png",
 ) -> None:
-    """Draw every run under PATH: accuracy and loss curves per run, and an overlay of the variants.
+    """Draw every run under PATH: accuracy, loss and weight-norm curves per run, and an overlay of the variants.
 
-    Per run: accuracy.png and loss.png in its directory. For the runs found together: comparison.png in PATH,
-    each variant's median curve with its min–max band across seeds.
+    Per run: accuracy.png (tasks with accuracy), loss.png and weight_norm.png in its directory. For the runs found
+    together: comparison.png in PATH, each variant's median curve with its min–max band across seeds.
     """
     _check_reporting(threshold, fmt)
     if not path.is_dir():
@@ -250,13 +268,16 @@ def plot(
     for problem in report.warnings:
         warn(problem)
     if not report.runs:
-        fail(f"no run directories in {path}")
-    out.print(f"wrote {len(report.figures)} figures for {report.runs} runs"
-              + "".join(f"; overlay {p}" for p in report.overlays))
+        fail(f"nothing to draw in {path}" + (" (see the warnings above)" if report.warnings else
+                                             ": it holds no run directories"))
+    if not report.figures:
+        fail(f"no figure could be written for the {report.runs} runs in {path} (see the warnings above)")
+    out.print(escape(f"wrote {len(report.figures)} figures for {report.runs} run{'s' * (report.runs != 1)}"
+                     + "".join(f"; overlay {p}" for p in report.overlays)))
 
 
 def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/yellow] {message}")
+    err.print(f"[yellow]warning:[/yellow] {escape(message)}")
 
 
 def main() -> None:

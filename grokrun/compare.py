@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 from rich.markup import escape
 
-from grokrun.config import RunBase, resolve, to_dict
+from grokrun.config import MAX_SEED, RunBase, resolve, to_dict
 from grokrun.errors import UserError
 from grokrun.results import (CHECKPOINT, CONFIG, FINAL, RUN_FILES, differences, group_variants, is_run_dir,
                              load_runs, read_run, tmp_name, variant_settings, write_json_atomic)
@@ -86,12 +86,16 @@ def variants_from_files(files: list[Path], overrides: dict[str, Any]) -> list[Va
 
 
 def parse_seeds(text: str) -> list[int]:
+    """"0,1,2" -> [0, 1, 2]; each seed in [0, MAX_SEED], repeats dropped."""
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         seeds = []
     if not seeds:
         raise UserError(f"--seeds must be comma-separated integers such as 0,1,2, got {text!r}")
+    for seed in seeds:
+        if not 0 <= seed <= MAX_SEED:
+            raise UserError(f"--seeds: each seed must be in [0, {MAX_SEED:,}], got {seed}")
     return list(dict.fromkeys(seeds))
 
 
@@ -176,7 +180,10 @@ def _action(path: Path, cfg) -> str:
 
 
 def write_manifest(out: Path, variants: list[Variant], seeds: list[int]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the comparison folder {out}: {e.strerror or e}") from None
     path = out / "compare.json"
     try:
         known = json.loads(path.read_text()).get("seeds", [])
@@ -193,18 +200,19 @@ def compare(found: list[Variant], seeds: list[int], jobs: int, out: Path | None,
     """Train what the folder lacks, print a line per run as it ends, then the table; write the table and the
     overlay plot into the folder. Returns False if the user interrupted (the same command continues)."""
     from grokrun.engine import StoppedAtOnce
-    from grokrun.table import headline
+    from grokrun.table import count, headline
 
     if jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {jobs}")
+    _check_out(out)
     folder, continued = output_folder(out, found)
     planned = plan(folder, found, seeds)
     write_manifest(folder, found, seeds)
     todo = sum(j.action != "reuse" for j in planned)
     resumed = sum(j.action == "resume" for j in planned)
     note = " (continuing the comparison found there; --out DIR starts another)" if continued else ""
-    console.print(escape(f"compare: {_count(len(found), 'variant')} × {_count(len(seeds), 'seed')} in {folder}{note}"))
-    console.print(f"{_count(todo - resumed, 'run')} to train, " + (f"{resumed} to resume, " if resumed else "")
+    console.print(escape(f"compare: {count(len(found), 'variant')} × {count(len(seeds), 'seed')} in {folder}{note}"))
+    console.print(f"{count(todo - resumed, 'run')} to train, " + (f"{resumed} to resume, " if resumed else "")
                   + f"{len(planned) - todo} already complete and reused")
     done = [len(planned) - todo]
 
@@ -233,10 +241,6 @@ def compare(found: list[Variant], seeds: list[int], jobs: int, out: Path | None,
     return finished
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'s' * (n != 1)}"
-
-
 def _variant_lines(found: list[Variant]) -> str:
     from grokrun.filters import describe_variant
 
@@ -246,6 +250,7 @@ def _variant_lines(found: list[Variant]) -> str:
 
 def tabulate_existing(paths: list[Path], out: Path | None, threshold: float, fmt: str, console, warn) -> None:
     """The table of runs already trained (run directories, or folders of them), grouped into variants."""
+    _check_out(out)
     runs, problems = load_runs(paths)
     for problem in problems:
         warn(problem)
@@ -263,6 +268,11 @@ def tabulate_existing(paths: list[Path], out: Path | None, threshold: float, fmt
         console.print("(not saved: give --out DIR to write comparison.md, comparison.csv and the overlay plot)")
 
 
+def _check_out(out: Path | None) -> None:
+    if out is not None and out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder")
+
+
 def report_table(grouped, folder: Path | None, threshold: float, fmt: str, console, details: str = "") -> None:
     """Print the table; with a folder, also write comparison.md, comparison.csv and the overlay plot."""
     from grokrun.plot import describe_task, plot_overlay
@@ -273,11 +283,15 @@ def report_table(grouped, folder: Path | None, threshold: float, fmt: str, conso
     console.print(render_rich(rows, threshold, title))
     if folder is None:
         return
-    folder.mkdir(parents=True, exist_ok=True)
-    write_markdown(rows, folder / "comparison.md", threshold, title, details)
-    write_csv(rows, folder / "comparison.csv", threshold)
-    figure = plot_overlay(grouped, folder / f"comparison.{fmt}", threshold)
-    console.print(escape(f"wrote {folder / 'comparison.md'}, comparison.csv and {figure.name}"))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_markdown(rows, folder / "comparison.md", threshold, title, details)
+        write_csv(rows, folder / "comparison.csv", threshold)
+        figure = plot_overlay(grouped, folder / f"comparison.{fmt}", threshold)
+    except OSError as e:
+        raise UserError(f"cannot write the comparison into {folder}: {e.strerror or e}") from None
+    drawn = f" and {figure.name}" if figure else " (no overlay plot: no run has an evaluation after step 0 to draw)"
+    console.print(escape(f"wrote {folder / 'comparison.md'}, comparison.csv{drawn}"))
 
 
 def run_jobs(jobs: list[Job], n_jobs: int, quiet: bool, console, report: Callable[[Job, dict], None]) -> bool:

@@ -5,14 +5,16 @@ section is its module's Options (grokrun.tasks), and filters and optimizers are 
 
 Resolution, later layers winning: defaults in code -> the task's DEFAULTS -> the filter's own defaults ->
 either the task's published preset for that filter or, when a file is given, the file (TOML preset or a
-run's config.json) -> flags. A preset file holds only what differs from the defaults. Importing this
-module does not import torch.
+run's config.json) -> flags. A file with a --filter other than its own keeps its other settings and takes
+that filter's preset in place of its filter settings. A preset file holds only what differs from the
+defaults. Importing this module does not import torch.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -34,11 +36,11 @@ class FilterConfig:
     lamb: float = 2.0
     """Amplification of the slow gradient, >= 0 (each filter has its own default: ema 2, ma 5)."""
     window_size: int = 100
-    """MA window length, >= 1."""
+    """MA window length, 1 to 1,000 (MA keeps that many gradients of the whole model)."""
     filter_type: str = "mean"
     """MA: add the mean or the sum of the window (mean | sum)."""
     warmup: bool = True
-    """MA: leave gradients unchanged until the window is full."""
+    """MA: leave gradients unchanged until the window is full (not the learning-rate --warmup-steps)."""
     start: int = 0
     """Withhold amplification for the first K steps; the filter state still updates."""
 
@@ -66,7 +68,7 @@ class TrainConfig:
     batch_size: int = 512
     """Training batch size."""
     max_steps: int = 10_000
-    """Budget of optimization steps."""
+    """Budget of optimization steps, at most 1e9."""
     eval_every: int = 0
     """Evaluate every N steps on the full train and validation sets; 0 = once per epoch."""
     stop_at_acc: float | None = None
@@ -74,7 +76,7 @@ class TrainConfig:
     eval_schedule: str = "linear"
     """linear (every --eval-every steps) | log (every step below 30, every 10th below 150, then --eval-points log-spaced steps to the budget)."""
     eval_points: int = 150
-    """Log schedule: how many log-spaced evaluations from step 150 to the budget."""
+    """Log schedule: how many log-spaced evaluations from step 150 to the budget (2 to 10,000)."""
     checkpoint_every: int = 0
     """Write <run>/checkpoint.pt every N steps (0 = every 10% of the budget), and at the end."""
 
@@ -84,7 +86,7 @@ class RunBase:
     task: str = "modular"
     """Task to train."""
     seed: int = 0
-    """Seed for the split, the initialization and the batch order."""
+    """Seed for the split, the initialization and the batch order (0 to 2^32 - 1)."""
     device: str = "auto"
     """auto | cpu | cuda | mps."""
     dtype: str = "float32"
@@ -106,6 +108,11 @@ RunConfig = dataclasses.make_dataclass(
 SECTIONS = {f.name: f.default_factory for f in fields(RunConfig) if f.default_factory is not dataclasses.MISSING}
 _SHARED = tuple(s for s in SECTIONS if s not in TASK_SECTIONS)
 DEVICES = ("auto", "cpu", "cuda", "mps")
+# Upper bounds, so a slip of the keyboard is an error and not a run that fills the memory or never ends.
+MAX_STEPS = 10**9  # steps, and counts of steps (warmup, evaluation and checkpoint intervals, filter start)
+MAX_SEED = 2**32 - 1
+MAX_WINDOW = 1_000  # MA keeps window x the model's size of gradients: 1.7 GB for the modular decoder at 1,000
+MAX_EVAL_POINTS = 10_000
 DTYPES = ("float32", "float64", "bfloat16")
 EVAL_SCHEDULES = ("linear", "log")
 
@@ -132,6 +139,12 @@ def resolve(config_file: str | Path | dict | None, overrides: dict[str, Any]) ->
     layers: list[dict[str, Any]] = [module.DEFAULTS, {f"filter.{k}": v for k, v in FILTERS[filt].defaults.items()}]
     if config_file is None:  # (an empty dict is a file's contents: no preset)
         layers.append(module.PRESETS.get(filt, {}))
+    elif filt != file_values.get("filter.name", FilterConfig.name):
+        # --filter names another filter than the file's: the file's filter settings were for that one, so the
+        # asked filter comes with its preset (or its own defaults), as --filter does without a file
+        layers.append({k: v for k, v in file_values.items() if not k.startswith("filter.")})
+        layers.append(module.PRESETS.get(filt, {}))
+        file_values = {}
     layers.append(file_values)
     layers.append({_task_key(k, name): v for k, v in overrides.items()})
     cfg = RunConfig()
@@ -187,10 +200,19 @@ def _set(cfg, key: str, value: Any, task_name: str) -> None:
 
 def _coerce(key: str, value: Any, kind: type) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            raise UserError(f"--{_flag(key)} must be a finite number, got {value}") from None
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise UserError(f"setting {key!r} must be {kind.__name__}, got {value!r}")
+    if kind is float and not math.isfinite(value):
+        raise UserError(f"--{_flag(key)} must be a finite number, got {value}")
     return value
+
+
+def _flag(key: str) -> str:
+    return key.rpartition(".")[2].replace("_", "-")
 
 
 def base_type(annotation: str) -> type:
@@ -208,7 +230,7 @@ def _all_keys(task_name: str) -> list[str]:
 
 
 def _check_choice(what: str, value: Any, choices) -> None:
-    if value not in choices:
+    if not isinstance(value, str) or value not in choices:
         raise UserError(f"unknown {what} {value!r}; choose one of: {', '.join(choices)}")
 
 
@@ -228,24 +250,30 @@ def validate(cfg) -> None:
     _check_choice("filter type", f.filter_type, ("mean", "sum"))
     _check_range("alpha", 0.0 <= f.alpha < 1.0, "in [0, 1)", f.alpha)
     _check_range("lamb", f.lamb >= 0, ">= 0", f.lamb)
-    _check_range("window-size", f.window_size >= 1, ">= 1", f.window_size)
-    _check_range("filter-start", f.start >= 0, ">= 0", f.start)
+    _check_range("window-size", 1 <= f.window_size <= MAX_WINDOW, f"in [1, {MAX_WINDOW:,}]", f.window_size)
+    _check_range("filter-start", 0 <= f.start <= MAX_STEPS, f"in [0, {MAX_STEPS:,}]", f.start)
     _check_range("lr", o.lr > 0, "> 0", o.lr)
     _check_range("beta1", 0.0 <= o.beta1 < 1.0, "in [0, 1)", o.beta1)
     _check_range("beta2", 0.0 <= o.beta2 < 1.0, "in [0, 1)", o.beta2)
     _check_range("weight-decay", o.weight_decay >= 0, ">= 0", o.weight_decay)
-    _check_range("warmup-steps", o.warmup_steps >= 0, ">= 0", o.warmup_steps)
+    _check_range("warmup-steps", 0 <= o.warmup_steps <= MAX_STEPS, f"in [0, {MAX_STEPS:,}]", o.warmup_steps)
     _check_range("clip-grad", o.clip_grad >= 0, ">= 0 (0 = no clipping)", o.clip_grad)
-    _check_range("batch-size", t.batch_size >= 1, ">= 1", t.batch_size)
-    _check_range("max-steps", t.max_steps >= 1, ">= 1", t.max_steps)
-    _check_range("eval-every", t.eval_every >= 0, ">= 0 (0 = once per epoch)", t.eval_every)
+    _check_range("batch-size", 1 <= t.batch_size <= MAX_STEPS, f"in [1, {MAX_STEPS:,}]", t.batch_size)
+    _check_range("max-steps", 1 <= t.max_steps <= MAX_STEPS, f"in [1, {MAX_STEPS:,}]", t.max_steps)
+    _check_range("eval-every", 0 <= t.eval_every <= MAX_STEPS, f"in [0, {MAX_STEPS:,}] (0 = once per epoch)",
+                 t.eval_every)
     _check_choice("eval schedule", t.eval_schedule, EVAL_SCHEDULES)
-    _check_range("checkpoint-every", t.checkpoint_every >= 0, ">= 0 (0 = every 10% of the budget)", t.checkpoint_every)
-    _check_range("eval-points", t.eval_points >= 2, ">= 2", t.eval_points)
+    _check_range("checkpoint-every", 0 <= t.checkpoint_every <= MAX_STEPS,
+                 f"in [0, {MAX_STEPS:,}] (0 = every 10% of the budget)", t.checkpoint_every)
+    _check_range("eval-points", 2 <= t.eval_points <= MAX_EVAL_POINTS, f"in [2, {MAX_EVAL_POINTS:,}]", t.eval_points)
     if t.stop_at_acc is not None:
         _check_range("stop-at-acc", 0.0 < t.stop_at_acc <= 1.0, "in (0, 1]", t.stop_at_acc)
-    if cfg.name and ("/" in cfg.name or cfg.name in (".", "..")):
-        raise UserError(f"--name must be a plain folder name, got {cfg.name!r}")
+    _check_range("seed", 0 <= cfg.seed <= MAX_SEED, f"in [0, {MAX_SEED:,}]", cfg.seed)
+    if not cfg.out:
+        raise UserError("--out must name a folder (it is empty)")
+    if cfg.name and ("/" in cfg.name or cfg.name.startswith(".") or "\0" in cfg.name):
+        raise UserError(f"--name must be a plain folder name, not hidden (no leading '.') and without '/', "
+                        f"got {cfg.name!r}")
     task(cfg.task).validate(getattr(cfg, cfg.task))
 
 

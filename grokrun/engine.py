@@ -16,7 +16,6 @@ import threading
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -31,7 +30,8 @@ from grokrun.errors import UserError
 from grokrun.filters import FILTERS, describe_variant
 from grokrun.measure import StepTimer, peak_memory_mb, reset_peak_memory, synchronize
 from grokrun.optim import make_optimizer, warmup_factor
-from grokrun.results import SUMMARY, RunWriter, metric_summary, new_run_dir
+from grokrun.results import (CHECKPOINT, CONFIG, METRICS, SUMMARY, RunWriter, differences, metric_summary,
+                             new_run_dir)
 from grokrun.tasks import task
 
 
@@ -47,7 +47,23 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def eval_steps(cfg: TrainConfig, steps_per_epoch: int) -> set[int]:
+class EverySteps:
+    """Every ``every`` steps up to ``last``, and ``last`` itself: a membership test by arithmetic, so a long
+    budget costs no memory. Iterates in order, like the set the log schedule gives."""
+
+    def __init__(self, every: int, last: int):
+        self.every, self.last = every, last
+
+    def __contains__(self, step: int) -> bool:
+        return 0 < step <= self.last and (step % self.every == 0 or step == self.last)
+
+    def __iter__(self):
+        yield from range(self.every, self.last + 1, self.every)
+        if self.last % self.every:
+            yield self.last
+
+
+def eval_steps(cfg: TrainConfig, steps_per_epoch: int) -> EverySteps | set[int]:
     """The steps after which to evaluate (besides step 0, before training); always the last one.
 
     linear: every ``eval_every`` steps (0: once per epoch). log: every step below 30, every 10th below
@@ -56,12 +72,10 @@ def eval_steps(cfg: TrainConfig, steps_per_epoch: int) -> set[int]:
     """
     n = cfg.max_steps
     if cfg.eval_schedule == "linear":
-        every = cfg.eval_every or steps_per_epoch
-        steps = set(range(every, n + 1, every))
-    else:
-        steps = set(range(1, 30)) | set(range(30, 150, 10))
-        if n > 150:
-            steps |= {round(150 * (n / 150) ** (i / (cfg.eval_points - 1))) for i in range(cfg.eval_points)}
+        return EverySteps(cfg.eval_every or steps_per_epoch, n)
+    steps = set(range(1, 30)) | set(range(30, 150, 10))
+    if n > 150:
+        steps |= {round(150 * (n / 150) ** (i / (cfg.eval_points - 1))) for i in range(cfg.eval_points)}
     return {s for s in steps if s <= n} | {n}
 
 
@@ -73,15 +87,38 @@ class StoppedAtOnce(Exception):
         self.run_dir = run_dir
 
 
+class StopSignals:
+    """Ctrl-C and SIGTERM ask the loop to stop after the current step; a second one stops at once, except
+    inside ``shielded()`` (a checkpoint being written), which it lets finish first."""
+
+    def __init__(self):
+        self.requested: str | None = None
+        self._shielded, self._again = False, False
+
+    def handler(self, signum, frame) -> None:
+        if self.requested is None:
+            self.requested = signal.Signals(signum).name
+        elif self._shielded:
+            self._again = True
+        else:
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def shielded(self):
+        self._shielded = True
+        try:
+            yield
+        finally:
+            self._shielded = False
+        if self._again:
+            raise KeyboardInterrupt
+
+
 @contextmanager
 def stop_signals():
-    """Ctrl-C and SIGTERM ask the loop to stop after the current step; a second one stops at once."""
-    state = SimpleNamespace(requested=None)
-
-    def handler(signum, frame):
-        if state.requested is not None:
-            raise KeyboardInterrupt
-        state.requested = signal.Signals(signum).name
+    """Install StopSignals' handler for Ctrl-C and SIGTERM while the loop runs."""
+    state = StopSignals()
+    handler = state.handler
 
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield state
@@ -132,6 +169,7 @@ class Run:
         self.save_every = cfg.train.checkpoint_every or max(1, cfg.train.max_steps // 10)
         self.fingerprint = self.task.fingerprint()
         self.timer = StepTimer(self.device)
+        self.stop = StopSignals()  # replaced by the live one while the loop runs
         self.wall, self.start_step, self.peak_before = 0.0, 0, 0.0  # wall: training time, evaluation excluded
 
     def start(self) -> None:
@@ -141,21 +179,41 @@ class Run:
         self.writer = RunWriter(self.run_dir, to_dict(cfg))
 
     def restore(self, saved: dict[str, Any], run_dir: Path) -> None:
-        """Continue ``run_dir`` from its checkpoint: every state as it was at the checkpoint's step."""
+        """Continue ``run_dir`` from its checkpoint: every state as it was at the checkpoint's step.
+
+        The checkpoint must belong to this run: written with the settings its config.json holds (a
+        checkpoint from another run, or a config edited since, is refused) and on the same data.
+        Nothing in the run directory changes until all of it has been read back.
+        """
+        if "settings" in saved:  # (checkpoints written before settings were stored have only the data's)
+            diff = differences(saved["settings"], _resumable_settings(self.cfg))
+            if diff:
+                key, (was, now) = next(iter(diff.items()))
+                raise UserError(f"{run_dir / CHECKPOINT} was written by a run with {key} = {was!r}, but {CONFIG} "
+                                f"there says {now!r}; a checkpoint resumes only the run that wrote it (restore "
+                                f"{CONFIG}, or start a new run with --config)")
         if saved["fingerprint"] != self.fingerprint:
             raise UserError(f"the data of {run_dir} differ from its checkpoint's (the dataset files changed?); "
                             "it cannot be resumed")
-        self.model.load_state_dict(saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.scheduler.load_state_dict(saved["scheduler"])
-        self.grad_filter.load_state_dict(_to(saved["filter"], self.device))
-        self.task.batches.load_state_dict(saved["batches"])
-        checkpoint.set_rng_states(saved["rng"])
-        self.start_step, self.wall, self.timer.ms = saved["step"], saved["wall_s"], saved["ms"]
-        self.peak_before = saved["peak_memory_mb"]
+        try:
+            self.model.load_state_dict(saved["model"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.scheduler.load_state_dict(saved["scheduler"])
+            self.grad_filter.load_state_dict(_to(saved["filter"], self.device))
+            self.task.batches.load_state_dict(saved["batches"])
+            checkpoint.set_rng_states(saved["rng"])
+            self.start_step, self.wall, self.timer.ms = saved["step"], saved["wall_s"], saved["ms"]
+            self.peak_before = saved["peak_memory_mb"]
+        except (KeyError, ValueError, RuntimeError, TypeError) as e:
+            why = " ".join(str(e).split())[:120]
+            raise UserError(f"{run_dir / CHECKPOINT} does not fit this run ({type(e).__name__}: {why}); "
+                            "it cannot be resumed") from None
+        try:
+            self.writer = RunWriter.resume(run_dir, upto=self.start_step)
+        except (OSError, ValueError) as e:
+            raise UserError(f"cannot read {run_dir / METRICS} ({e}); the run cannot be resumed") from None
         self.run_dir = run_dir
         (run_dir / SUMMARY).unlink(missing_ok=True)  # running again: no stale status
-        self.writer = RunWriter.resume(run_dir, upto=self.start_step)
 
     # --- the loop ---------------------------------------------------------------------------------------
 
@@ -166,14 +224,12 @@ class Run:
         max_steps, target = cfg.train.max_steps, cfg.train.stop_at_acc
         reset_peak_memory(self.device)
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)  # first non-finite step
-        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[stats]}"),
-                            TimeElapsedColumn(), console=console, disable=quiet, transient=False)
+        progress = ProgressReport(f"{cfg.task} {cfg.filter.name} seed {cfg.seed}", max_steps, self.start_step,
+                                  quiet, console)
         status, step, diverged_at = "completed", self.start_step, None
         try:
             with progress, stop_signals() as stop:
-                bar = progress.add_task(escape(f"{cfg.task} {cfg.filter.name} seed {cfg.seed}"), total=max_steps,
-                                        completed=step, rate="", stats="")
+                self.stop = stop
                 row = self.evaluate(0) if self.start_step == 0 else self.writer.rows[-1]
                 t0 = time.perf_counter()
                 for step in range(self.start_step + 1, max_steps + 1):
@@ -202,8 +258,7 @@ class Run:
                     self.timer.flush()
                     if is_eval:
                         row = self.evaluate(step)
-                        progress.update(bar, completed=step, rate=f"{step / max(self.wall, 1e-9):.1f} it/s",
-                                        stats=_stats(row))
+                        progress.update(step, self.wall, row)
                     bad_step = first_bad.item()
                     if bad_step >= 0:
                         status, diverged_at = "diverged", bad_step
@@ -244,8 +299,14 @@ class Run:
         return row
 
     def save_checkpoint(self, step: int) -> None:
+        """Write checkpoint.pt; a second Ctrl-C meanwhile waits until it is whole."""
+        with self.stop.shielded():
+            self._write_checkpoint(step)
+
+    def _write_checkpoint(self, step: int) -> None:
         checkpoint.save(self.run_dir, {
             "step": step, "wall_s": self.wall, "ms": self.timer.ms, "fingerprint": self.fingerprint,
+            "settings": _resumable_settings(self.cfg),
             "peak_memory_mb": self.peak_memory_mb(),
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "filter": self.grad_filter.state_dict(),
@@ -274,6 +335,11 @@ class Run:
         return summary
 
 
+def _resumable_settings(cfg) -> dict[str, Any]:
+    """What a checkpoint must agree with to resume: every setting but where the run directory lies."""
+    return {k: v for k, v in to_dict(cfg).items() if k not in ("out", "name")}
+
+
 def _to(state: Any, device: torch.device) -> Any:
     """A checkpoint's filter state (loaded on the CPU) on the run's device."""
     if isinstance(state, torch.Tensor):
@@ -281,6 +347,37 @@ def _to(state: Any, device: torch.device) -> Any:
     if isinstance(state, dict):
         return {k: _to(v, device) for k, v in state.items()}
     return state
+
+
+class ProgressReport:
+    """A run's progress: a bar on a terminal; where the output goes to a file or a pipe (a cluster job, nohup,
+    a notebook), a plain line at an evaluation, at most one every ``PLAIN_EVERY_S`` seconds."""
+
+    PLAIN_EVERY_S = 10.0
+
+    def __init__(self, name: str, total: int, start: int, quiet: bool, console: Console | None):
+        self.name, self.total = name, total
+        self.console = console or Console(highlight=False)
+        self.plain = not quiet and not self.console.is_terminal
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[stats]}"),
+                            TimeElapsedColumn(), console=self.console, disable=quiet or self.plain, transient=False)
+        self.task = self.bar.add_task(escape(name), total=total, completed=start, rate="", stats="")
+        self.printed = time.perf_counter()
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.bar.__exit__(*exc)
+
+    def update(self, step: int, wall: float, row: dict[str, Any]) -> None:
+        rate = f"{step / max(wall, 1e-9):.1f} it/s"
+        self.bar.update(self.task, completed=step, rate=rate, stats=_stats(row))
+        if self.plain and time.perf_counter() - self.printed >= self.PLAIN_EVERY_S:
+            self.console.print(escape(f"{self.name}: step {step:,}/{self.total:,} · {rate} · {_stats(row)}"))
+            self.printed = time.perf_counter()
 
 
 def _stats(row: dict[str, Any]) -> str:

@@ -22,7 +22,8 @@ from grokrun.optim import OPTIMIZERS
 from grokrun.tasks import TASKS
 
 # Flag names that are not simply the field name with dashes.
-_FLAG_NAMES = {"filter.name": "filter", "filter.start": "filter-start", "optim.name": "optimizer"}
+_FLAG_NAMES = {"filter.name": "filter", "filter.start": "filter-start", "filter.warmup": "ma-warmup",
+               "optim.name": "optimizer"}
 # Settings whose value is a registry key.
 _CHOICES = {"task": TASKS, "filter.name": FILTERS, "optim.name": OPTIMIZERS}
 
@@ -65,7 +66,7 @@ def flags() -> list[Flag]:
         out.append(Flag(f.name.replace("_", "-"), f.name, base_type(f.type), _help(f.name, top_docs[f.name]), "Run",
                         None if f.default == "" else f.default))
     seen: dict[str, int] = {}
-    task_defaults: dict[str, list[str]] = {}
+    per_task: dict[str, list[tuple[str, str, Any]]] = {}  # flag -> (task, help, default) of each task having it
     for section, cls in SECTIONS.items():
         docs = field_docs(cls)
         for f in fields(cls):
@@ -73,16 +74,21 @@ def flags() -> list[Flag]:
             task_option = section in TASK_SECTIONS
             name = _FLAG_NAMES.get(key, f.name.replace("_", "-"))
             if task_option:
-                task_defaults.setdefault(name, []).append(f"{section}: {f.default}")
+                per_task.setdefault(name, []).append((section, docs[f.name], f.default))
             if task_option and name in seen:  # the same option of another task: one flag serves both
                 continue
             seen[name] = len(out)
             panel = "Task" if task_option else section.capitalize()
             out.append(Flag(name, f"*.{f.name}" if task_option else key, base_type(f.type), _help(key, docs[f.name]),
                             panel, None if f.default == "" else f.default))
-    for name, defaults in task_defaults.items():  # each task option names its tasks, and their defaults
+    for name, entries in per_task.items():  # each task option names its tasks, their help and their defaults
         flag = out[seen[name]]
-        tasks = ", ".join(d.partition(": ")[0] for d in defaults)
-        default = ", ".join(defaults) if len({d.partition(": ")[2] for d in defaults}) > 1 else flag.default
-        out[seen[name]] = dataclasses.replace(flag, help=f"({tasks}) {flag.help}", default=default)
+        tasks = ", ".join(t for t, _, _ in entries)
+        if len({doc for _, doc, _ in entries}) == 1:
+            help = f"({tasks}) {flag.help}"
+        else:  # the same name means different things: say each (--layers: decoder layers, LSTM layers)
+            help = " ".join(f"{t}: {doc}" for t, doc, _ in entries)
+        default = (", ".join(f"{t}: {d}" for t, _, d in entries) if len({d for _, _, d in entries}) > 1
+                   else flag.default)
+        out[seen[name]] = dataclasses.replace(flag, help=help, default=default)
     return out

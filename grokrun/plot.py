@@ -48,13 +48,19 @@ def describe_filter(run: Run) -> str:
 
 
 def _series(run: Run, column: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """(steps, values) of one metric, without step 0 (a log axis cannot show it); None if the column is empty."""
+    """(steps, values) of one metric, without step 0 (a log axis cannot show it), non-finite values blank;
+    None if nothing is left to draw."""
     pts = [(r["step"], r.get(column)) for r in run.metrics if r["step"] > 0 and r.get(column) is not None]
     if not pts:
         return None
     steps, values = np.array(pts, dtype=float).T
     values[~np.isfinite(values)] = np.nan
-    return steps, values
+    return (steps, values) if np.isfinite(values).any() else None
+
+
+def drawable(run: Run) -> bool:
+    """Whether the run has anything to draw: a finite evaluation after step 0."""
+    return any(_series(run, c) is not None for c in ("val_acc", "val_loss", "train_loss", "weight_norm"))
 
 
 def _finish(fig: Figure, path: Path) -> Path:
@@ -80,7 +86,7 @@ def plot_run(run: Run, fmt: str = "png", threshold: float = 0.95) -> list[Path]:
         ax = fig.add_subplot()
         for i, (label, (x, y)) in enumerate(curves):
             ax.plot(x, y, label=label, color=f"C{i}")
-        _axes(ax, kind, threshold)
+        _axes(ax, kind, [y for _, (_, y) in curves])
         if kind == "acc":
             ax.axhline(threshold, color="gray", linestyle=":", label=f"{threshold:g}")
         ax.legend()
@@ -89,14 +95,15 @@ def plot_run(run: Run, fmt: str = "png", threshold: float = 0.95) -> list[Path]:
     return written
 
 
-def _axes(ax, kind: str, threshold: float) -> None:
+def _axes(ax, kind: str, values: list[np.ndarray]) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("optimization steps")
     if kind == "acc":
         ax.set_ylim(-0.02, 1.02)
         ax.set_ylabel("accuracy")
     elif kind == "loss":
-        ax.set_yscale("log")
+        if any((v[np.isfinite(v)] > 0).any() for v in values):  # a log axis needs a positive value to show
+            ax.set_yscale("log")
         ax.set_ylabel("loss")
     else:
         ax.set_ylabel("L2 norm of all parameters")
@@ -115,8 +122,14 @@ def _band(runs: list[Run], column: str) -> tuple[np.ndarray, np.ndarray, np.ndar
         return grid, np.nanmedian(stacked, 0), np.nanmin(stacked, 0), np.nanmax(stacked, 0)
 
 
-def plot_overlay(variants: list[tuple[str, list[Run]]], path: Path, threshold: float = 0.95) -> Path:
-    """One colour per variant: median curve over its seeds, min–max band; validation solid, train dashed."""
+def plot_overlay(variants: list[tuple[str, list[Run]]], path: Path, threshold: float = 0.95) -> Path | None:
+    """One colour per variant: median curve over its seeds, min–max band; validation solid, train dashed.
+    The legend, below the panels, says how many seeds each variant has and how many did not finish.
+    None (and no file) when no run has anything to draw."""
+    variants = [(name, [r for r in runs if drawable(r)]) for name, runs in variants]
+    variants = [(name, runs) for name, runs in variants if runs]
+    if not variants:
+        return None
     firsts = [runs[0] for _, runs in variants]
     tasks = {describe_task(r) for r in firsts}
 
@@ -128,27 +141,38 @@ def plot_overlay(variants: list[tuple[str, list[Run]]], path: Path, threshold: f
     fig = Figure(figsize=(5.6 * len(kinds), 4.6), layout="constrained")
     axes = fig.subplots(1, len(kinds), squeeze=False)[0]
     for ax, kind in zip(axes, kinds):
+        drawn = []
         for i, (name, runs) in enumerate(variants):
             color = f"C{i % 10}"
             label = f"{name}: {describe_filter(runs[0])}"
             if len(tasks) > 1:
                 label += f" ({describe_task(runs[0])})"
+            label += f" · {len(runs)} seed{'s' * (len(runs) != 1)}"
+            unfinished = {}
+            for r in runs:
+                status = (r.summary or {}).get("status", "unfinished")
+                if status not in FINISHED:
+                    unfinished[status] = unfinished.get(status, 0) + 1
+            if unfinished:
+                label += " (" + ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in unfinished.items()) + ")"
             val = _band(runs, "weight_norm" if kind == "weight_norm" else f"val_{kind}")
             if val is not None:
                 x, med, lo, hi = val
                 ax.fill_between(x, lo, hi, color=color, alpha=0.2, linewidth=0)
-                ax.plot(x, med, color=color, label=f"{label} · {len(runs)} seed{'s' * (len(runs) != 1)}")
+                ax.plot(x, med, color=color, label=label if ax is axes[0] else None)
+                drawn.append(med)
             train = None if kind == "weight_norm" else _band(runs, f"train_{kind}")
             if train is not None:
                 ax.plot(train[0], train[1], color=color, linestyle="--", linewidth=0.9, alpha=0.8)
-        _axes(ax, kind, threshold)
+                drawn.append(train[1])
+        _axes(ax, kind, drawn)
         if kind == "acc":
             ax.axhline(threshold, color="gray", linestyle=":")
             ax.set_ylabel(f"accuracy (dotted: {threshold:g})")
         ax.set_title({"acc": "accuracy: validation (solid), train (dashed)",
                       "loss": "loss: validation (solid), train (dashed)",
                       "weight_norm": "weight norm"}[kind], fontsize=9)
-    axes[0].legend(fontsize=8)
+    fig.legend(loc="outside lower center", fontsize=8, ncols=1 if len(variants) < 4 else 2, frameon=False)
     head = tasks.pop() if len(tasks) == 1 else firsts[0].config.get("task", "")
     fig.suptitle(f"{head} — median and min–max band over seeds", fontsize=10)
     return _finish(fig, path)
@@ -163,15 +187,23 @@ class PlotReport:
 
 
 def plot_path(path: Path, fmt: str = "png", threshold: float = 0.95) -> PlotReport:
-    """Figures for every run under ``path``, and an overlay per task where there are at least two runs."""
+    """Figures for every run under ``path``, and an overlay per task where there are at least two runs.
+
+    A run with nothing to draw, or a folder where figures cannot be written, is a warning, not a stop."""
     report = PlotReport()
     runs, report.warnings = load_runs([path])
-    for run in [r for r in runs if not r.metrics]:
-        report.warnings.append(f"skipping {run.path}: it has no evaluations yet")
-    runs = [r for r in runs if r.metrics]
+    for run in runs:
+        if not drawable(run):
+            ended = (run.summary or {}).get("diverged_at")
+            why = f" (it diverged at step {ended:,})" if isinstance(ended, int) else ""
+            report.warnings.append(f"skipping {run.path}: no finite evaluation after step 0 to draw{why}")
+    runs = [r for r in runs if drawable(r)]
     report.runs = len(runs)
     for run in runs:
-        report.figures += plot_run(run, fmt, threshold)
+        try:
+            report.figures += plot_run(run, fmt, threshold)
+        except OSError as e:
+            report.warnings.append(f"cannot write figures in {run.path}: {e.strerror or e}")
     tasks = list(dict.fromkeys(r.config.get("task") for r in runs))
     for name in tasks:
         task_runs = [r for r in runs if r.config.get("task") == name]
@@ -179,6 +211,9 @@ def plot_path(path: Path, fmt: str = "png", threshold: float = 0.95) -> PlotRepo
             continue
         variants, repeats = group_variants(task_runs)
         report.warnings += repeats
-        figure = "comparison" if len(tasks) == 1 else f"comparison-{name}"
-        report.overlays.append(plot_overlay(variants, Path(path) / f"{figure}.{fmt}", threshold))
+        figure = Path(path) / f"{'comparison' if len(tasks) == 1 else f'comparison-{name}'}.{fmt}"
+        try:
+            report.overlays += [p for p in [plot_overlay(variants, figure, threshold)] if p is not None]
+        except OSError as e:
+            report.warnings.append(f"cannot write {figure}: {e.strerror or e}")
     return report

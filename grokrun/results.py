@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Callable
 
+from grokrun.errors import UserError
+
 
 # The files of a run directory; every reader and writer names them through these.
 CONFIG, METRICS, SUMMARY, CHECKPOINT = "config.json", "metrics.csv", "summary.json", "checkpoint.pt"
@@ -70,16 +72,21 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 
 def new_run_dir(out: Path, name: str) -> Path:
-    """Create ``out/name``, or ``out/name-2``, ``-3``... if it is taken."""
-    out.mkdir(parents=True, exist_ok=True)
-    for i in range(1, 10_000):
-        path = out / (name if i == 1 else f"{name}-{i}")
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
-    raise RuntimeError(f"no free run directory name under {out} for {name}")
+    """Create ``out/name``, or ``out/name-2``, ``-3``... if it is taken. UserError if it cannot be created."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for i in range(1, 10_000):
+            path = out / (name if i == 1 else f"{name}-{i}")
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:
+                continue
+    except OSError as e:  # a file where a folder should be, no permission, a name too long, a full disk
+        raise UserError(f"cannot create a run directory in {out}: {e.strerror or e}") from None
+    raise UserError(f"no free run directory name under {out} for {name} (up to {name}-9999 exist)")
 
 
 class RunWriter:
@@ -167,13 +174,30 @@ def is_run_dir(path: Path) -> bool:
 
 
 def read_metrics(path: Path) -> list[dict[str, float | None]]:
-    with open(path / METRICS, newline="") as f:
-        rows = []
-        for raw in csv.DictReader(f):
-            row = {k: (float(v) if v not in ("", None) else None) for k, v in raw.items()}
-            if row.get("step") is not None:
-                row["step"] = int(row["step"])
-            rows.append(row)
+    """The evaluations of a run directory, one dict per row.
+
+    A last line without its line end was cut short (the run was killed while writing it): it is not data
+    and is left out. Any other malformed row is a damaged file: ValueError naming the line.
+    """
+    file = path / METRICS
+    lines = file.read_text().splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines = lines[:-1]
+    reader = csv.DictReader(lines)
+    if reader.fieldnames is None or "step" not in reader.fieldnames:
+        raise ValueError(f"{file} has no header row with a step column")
+    rows = []
+    for raw in reader:
+        try:
+            if None in raw or None in raw.values():  # more or fewer cells than the header
+                raise ValueError(f"{len(raw)} cells for {len(reader.fieldnames)} columns")
+            row = {k: (float(v) if v != "" else None) for k, v in raw.items()}
+            if row["step"] is None or not float(row["step"]).is_integer():
+                raise ValueError(f"step {raw['step']!r} is not a whole number")
+        except ValueError as e:
+            raise ValueError(f"{file}, line {reader.line_num}: {e}") from None
+        row["step"] = int(row["step"])
+        rows.append(row)
     return rows
 
 

@@ -73,6 +73,18 @@ class RunResult:
     best_val_acc: float | None
     min_val_loss: float | None
     min_val_loss_step: int | None
+    diverged_at: int | None  # the first step with a non-finite loss or gradient
+
+    @property
+    def ended(self) -> str:
+        """How a run that did not finish ended: "diverged at step 2", "interrupted at step 8"."""
+        step = self.diverged_at if self.status == "diverged" and self.diverged_at is not None else self.steps
+        return f"{self.status} at step {step:,}"
+
+
+def count(n: int, noun: str) -> str:
+    """"1 step", "2 steps"."""
+    return f"{n:,} {noun}{'s' * (n != 1)}"
 
 
 def run_result(run: Run, threshold: float) -> RunResult:
@@ -92,7 +104,8 @@ def run_result(run: Run, threshold: float) -> RunResult:
     losses = [(r["val_loss"], r["step"]) for r in rows if r.get("val_loss") is not None and math.isfinite(r["val_loss"])]
     min_loss, min_step = min(losses, default=(None, None))
     return RunResult(run, run.config.get("seed"), status, steps, hit is not None, steps_to, wall_to,
-                     s.get("ms_per_step"), s.get("peak_memory_mb"), max(accs, default=None), min_loss, min_step)
+                     s.get("ms_per_step"), s.get("peak_memory_mb"), max(accs, default=None), min_loss, min_step,
+                     s.get("diverged_at"))
 
 
 @dataclass
@@ -150,7 +163,7 @@ def tabulate(variants: list[tuple[str, list[Run]]], threshold: float = 0.95) -> 
         row.min_val_loss_step = _median([r.min_val_loss_step for r in results])
         for r in results:
             if r.status not in FINISHED:
-                row.notes.append(f"seed {r.seed} {r.status} at step {r.steps:,}")
+                row.notes.append(f"seed {r.seed} {r.ended}")
         rows.append(row)
     if rows:
         base = rows[0]
@@ -214,13 +227,13 @@ def headline(run: Run, threshold: float, status: bool = True, machine: bool = Fa
     if r.best_val_acc is not None and r.reached:
         head = f"{percent(threshold)} val acc at step {r.steps_to.lo:,} ({r.wall_to.lo:.1f} s)"
     elif r.best_val_acc is not None:
-        head = f"{percent(threshold)} val acc not reached in {r.steps:,} steps (best {r.best_val_acc:.3f})"
+        head = f"{percent(threshold)} val acc not reached in {count(r.steps, 'step')} (best {r.best_val_acc:.3f})"
     elif r.min_val_loss is not None:
         head = f"min val loss {r.min_val_loss:.4g} at step {r.min_val_loss_step:,}"
     else:
         head = "no finite validation loss"
     if status and r.status not in FINISHED:
-        head = f"{r.status} at step {r.steps:,}; {head}"
+        head = f"{r.ended}; {head}"
     text = f"{head} · " + ("no steps" if r.ms_per_step is None else f"{r.ms_per_step:.2f} ms/step")
     if machine:
         text += f" · peak {_opt(r.peak_memory_mb, '.0f')} MB · {(run.summary or {}).get('device', '?')}"
@@ -275,14 +288,16 @@ def footnote(rows: list[Row], threshold: float) -> str:
 def render_rich(rows: list[Row], threshold: float, title: str = ""):
     from rich import box
     from rich.table import Table
+    from rich.text import Text
 
+    # Text, not markup: a variant named "modular-ema [train.max_steps=200]" keeps its brackets
     headers, cells = columns(rows, threshold, compact=True)
-    table = Table(title=title or None, caption=footnote(rows, threshold), caption_justify="left",
-                  box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
-    for i, h in enumerate(headers):
-        table.add_column(h, justify="left" if h in ("variant", "notes") else "right", overflow="fold")
+    table = Table(title=Text(title) if title else None, caption=Text(footnote(rows, threshold)),
+                  caption_justify="left", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
+    for h in headers:
+        table.add_column(Text(h), justify="left" if h in ("variant", "notes") else "right", overflow="fold")
     for row in cells:
-        table.add_row(*row)
+        table.add_row(*map(Text, row))
     return table
 
 

@@ -64,5 +64,5 @@ def test_every_field_has_a_docstring_and_a_unique_flag():
             assert f.name in SECTIONS or docs.get(f.name), f"{cls.__name__}.{f.name} has no docstring"
     names = [f.name for f in flags()]
     assert len(names) == len(set(names))
-    assert {"filter", "alpha", "lamb", "window-size", "filter-type", "warmup", "filter-start", "optimizer",
+    assert {"filter", "alpha", "lamb", "window-size", "filter-type", "ma-warmup", "filter-start", "optimizer",
             "eval-every", "stop-at-acc", "p", "op", "train-frac", "max-steps", "seed", "dtype"} <= set(names)

@@ -83,7 +83,7 @@ def test_cli_warns_about_a_folder_that_is_not_a_run(cli, tmp_path, make_run):
 
 @pytest.mark.parametrize("args,message", [
     (["plot", "nowhere"], "no such folder: nowhere"),
-    (["plot", "empty"], "no run directories in empty"),
+    (["plot", "empty"], "nothing to draw in empty: it holds no run directories"),
     (["plot", "empty", "--format", "gif"], "unknown format 'gif'; choose one of: png, svg, pdf"),
     (["plot", "empty", "--threshold", "0"], "--threshold must be in (0, 1], got 0.0"),
 ])

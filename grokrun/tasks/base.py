@@ -23,9 +23,19 @@ import hashlib
 import math
 from typing import TYPE_CHECKING
 
+from grokrun.errors import UserError
+
 if TYPE_CHECKING:
     import torch
     from torch import Tensor, nn
+
+
+def check_at_most(limits: dict[str, tuple[int, int]], why: str = "") -> None:
+    """Upper bounds of a task's sizes, {flag: (value, limit)}: a slip of the keyboard is an error, not a model or
+    a table that fills the memory."""
+    for flag, (value, limit) in limits.items():
+        if value > limit:
+            raise UserError(f"--{flag} must be <= {limit:,}{why}, got {value:,}")
 
 
 def fork_global_generator() -> "torch.Generator":

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from urllib.error import URLError
 
 from grokrun.errors import UserError
-from grokrun.tasks.base import EpochBatches, Task, fork_global_generator, sum_over_chunks
+from grokrun.tasks.base import EpochBatches, Task, check_at_most, fork_global_generator, sum_over_chunks
 
 if TYPE_CHECKING:
     import torch
@@ -69,6 +69,7 @@ def validate(cfg: Options) -> None:
             raise UserError(f"--{flag} must be >= 1, got {value}")
     if cfg.train_points > 60_000:
         raise UserError(f"--train-points must be <= 60000 (the MNIST training set), got {cfg.train_points}")
+    check_at_most({"depth": (cfg.depth, 64), "width": (cfg.width, 16_384)})
     if not cfg.init_scale > 0:
         raise UserError(f"--init-scale must be > 0, got {cfg.init_scale}")
 

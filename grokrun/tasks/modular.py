@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from grokrun.errors import UserError
-from grokrun.tasks.base import EpochBatches, Task, fork_global_generator, sum_over_chunks
+from grokrun.tasks.base import EpochBatches, Task, check_at_most, fork_global_generator, sum_over_chunks
 
 if TYPE_CHECKING:
     import torch
@@ -100,6 +100,7 @@ def validate(cfg: Options) -> None:
         raise UserError(f"unknown op {cfg.op!r}; choose one of: {', '.join(OPS)}")
     if cfg.p < 2:
         raise UserError(f"--p must be >= 2, got {cfg.p}")
+    check_at_most({"p": (cfg.p, 2_000)}, " (the table has p² equations)")
     if cfg.op in NEEDS_PRIME and not _is_prime(cfg.p):
         raise UserError(f"--op {cfg.op} needs a prime --p (every b != 0 must have an inverse), got {cfg.p}")
     if not 0.0 < cfg.train_frac < 1.0:
@@ -107,6 +108,7 @@ def validate(cfg: Options) -> None:
     for flag, value in (("layers", cfg.layers), ("width", cfg.width), ("heads", cfg.heads)):
         if value < 1:
             raise UserError(f"--{flag} must be >= 1, got {value}")
+    check_at_most({"layers": (cfg.layers, 64), "width": (cfg.width, 4096), "heads": (cfg.heads, cfg.width)})
     if cfg.block not in BLOCKS:
         raise UserError(f"unknown block {cfg.block!r}; choose one of: {', '.join(BLOCKS)}")
     if cfg.width % cfg.heads:

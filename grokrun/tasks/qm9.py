@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from urllib.error import URLError
 
 from grokrun.errors import UserError
-from grokrun.tasks.base import EpochBatches, Task, fork_global_generator
+from grokrun.tasks.base import EpochBatches, Task, check_at_most, fork_global_generator
 
 if TYPE_CHECKING:
     import torch
@@ -60,6 +60,7 @@ TARGET_NAMES = {0: "dipole moment", 1: "polarizability α", 2: "HOMO", 3: "LUMO"
 def validate(cfg: Options) -> None:
     if cfg.size < 2:
         raise UserError(f"--size must be >= 2, got {cfg.size}")
+    check_at_most({"size": (cfg.size, 130_831)}, " (the molecules of QM9)")
     if not 0.0 < cfg.train_frac < 1.0:
         raise UserError(f"--train-frac must be in (0, 1), got {cfg.train_frac}")
     if not 0 <= cfg.target < TARGETS:
