@@ -187,11 +187,12 @@ class Run:
         """
         if "settings" in saved:  # (checkpoints written before settings were stored have only the data's)
             diff = differences(saved["settings"], _resumable_settings(self.cfg))
-            if diff:
-                key, (was, now) = next(iter(diff.items()))
+            if diff:  # name the most telling difference: the task or the filter before their settings
+                key = next((k for k in ("task", "filter.name", "optim.name") if k in diff), next(iter(diff)))
+                (was, now), more = diff[key], f" (and {len(diff) - 1} more settings)" if len(diff) > 1 else ""
                 raise UserError(f"{run_dir / CHECKPOINT} was written by a run with {key} = {was!r}, but {CONFIG} "
-                                f"there says {now!r}; a checkpoint resumes only the run that wrote it (restore "
-                                f"{CONFIG}, or start a new run with --config)")
+                                f"there says {now!r}{more}; a checkpoint resumes only the run that wrote it "
+                                f"(restore {CONFIG}, or start a new run with --config)")
         if saved["fingerprint"] != self.fingerprint:
             raise UserError(f"the data of {run_dir} differ from its checkpoint's (the dataset files changed?); "
                             "it cannot be resumed")
