@@ -4,7 +4,6 @@
 import dataclasses
 import random
 
-
 from grokrun.config import SECTIONS, TASK_SECTIONS
 from grokrun.flags import flags
 
