@@ -27,8 +27,9 @@ from rich.markup import escape
 
 from grokrun.config import MAX_SEED, RunBase, resolve, to_dict
 from grokrun.errors import UserError
-from grokrun.results import (CHECKPOINT, CONFIG, FINAL, RUN_FILES, differences, group_variants, is_run_dir,
-                             load_runs, read_run, tmp_name, variant_settings, write_json_atomic)
+from grokrun.results import (CHECKPOINT, CONFIG, FINAL, RUN_FILES, check_folder, differences, group_variants,
+                             is_run_dir, load_runs, make_folder, read_run, tmp_name, variant_settings,
+                             write_json_atomic)
 from grokrun.tasks import task
 
 # What a run directory can hold before its first evaluation is written: its files, or their temporary twins.
@@ -180,10 +181,7 @@ def _action(path: Path, cfg) -> str:
 
 
 def write_manifest(out: Path, variants: list[Variant], seeds: list[int]) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create the comparison folder {out}: {e.strerror or e}") from None
+    make_folder(out)
     path = out / "compare.json"
     try:
         known = json.loads(path.read_text()).get("seeds", [])
@@ -204,7 +202,8 @@ def compare(found: list[Variant], seeds: list[int], jobs: int, out: Path | None,
 
     if jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {jobs}")
-    _check_out(out)
+    if out is not None:
+        check_folder(out)
     folder, continued = output_folder(out, found)
     planned = plan(folder, found, seeds)
     write_manifest(folder, found, seeds)
@@ -250,7 +249,8 @@ def _variant_lines(found: list[Variant]) -> str:
 
 def tabulate_existing(paths: list[Path], out: Path | None, threshold: float, fmt: str, console, warn) -> None:
     """The table of runs already trained (run directories, or folders of them), grouped into variants."""
-    _check_out(out)
+    if out is not None:
+        check_folder(out)
     runs, problems = load_runs(paths)
     for problem in problems:
         warn(problem)
@@ -268,11 +268,6 @@ def tabulate_existing(paths: list[Path], out: Path | None, threshold: float, fmt
         console.print("(not saved: give --out DIR to write comparison.md, comparison.csv and the overlay plot)")
 
 
-def _check_out(out: Path | None) -> None:
-    if out is not None and out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder")
-
-
 def report_table(grouped, folder: Path | None, threshold: float, fmt: str, console, details: str = "") -> None:
     """Print the table; with a folder, also write comparison.md, comparison.csv and the overlay plot."""
     from grokrun.plot import describe_task, plot_overlay
@@ -283,8 +278,8 @@ def report_table(grouped, folder: Path | None, threshold: float, fmt: str, conso
     console.print(render_rich(rows, threshold, title))
     if folder is None:
         return
+    make_folder(folder)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
         write_markdown(rows, folder / "comparison.md", threshold, title, details)
         write_csv(rows, folder / "comparison.csv", threshold)
         figure = plot_overlay(grouped, folder / f"comparison.{fmt}", threshold)

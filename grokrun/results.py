@@ -71,21 +71,33 @@ def write_json_atomic(path: Path, data: dict) -> None:
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
+def check_folder(path: Path) -> None:
+    """UserError if ``path`` is a file where a folder of results should be (--out)."""
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--out {path} is a file, not a folder")
+
+
+def make_folder(path: Path) -> None:
+    """Create a folder of results (and its parents), or UserError saying why it cannot be."""
+    check_folder(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # no permission, a name too long, a full disk
+        raise UserError(f"cannot create {path}: {e.strerror or e}") from None
+
+
 def new_run_dir(out: Path, name: str) -> Path:
     """Create ``out/name``, or ``out/name-2``, ``-3``... if it is taken. UserError if it cannot be created."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        for i in range(1, 10_000):
-            path = out / (name if i == 1 else f"{name}-{i}")
-            try:
-                path.mkdir()
-                return path
-            except FileExistsError:
-                continue
-    except OSError as e:  # a file where a folder should be, no permission, a name too long, a full disk
-        raise UserError(f"cannot create a run directory in {out}: {e.strerror or e}") from None
+    make_folder(out)
+    for i in range(1, 10_000):
+        path = out / (name if i == 1 else f"{name}-{i}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise UserError(f"cannot create a run directory in {out}: {e.strerror or e}") from None
     raise UserError(f"no free run directory name under {out} for {name} (up to {name}-9999 exist)")
 
 
