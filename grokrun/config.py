@@ -70,7 +70,9 @@ class TrainConfig:
     max_steps: int = 10_000
     """Budget of optimization steps, at most 1e9."""
     eval_every: int = 0
-    """Evaluate every N steps on the full train and validation sets; 0 = once per epoch."""
+    """Evaluate every N steps on the full validation set; 0 = once per epoch."""
+    train_eval_every: int = 10
+    """Also score the full training set at every Nth evaluation (and step 0 and the last step); 1 = at every one."""
     stop_at_acc: float | None = None
     """Stop once validation accuracy reaches this value (e.g. 0.95)."""
     eval_schedule: str = "linear"
@@ -266,6 +268,8 @@ def validate(cfg) -> None:
     _check_range("checkpoint-every", 0 <= t.checkpoint_every <= MAX_STEPS,
                  f"in [0, {MAX_STEPS:,}] (0 = every 10% of the budget)", t.checkpoint_every)
     _check_range("eval-points", 2 <= t.eval_points <= MAX_EVAL_POINTS, f"in [2, {MAX_EVAL_POINTS:,}]", t.eval_points)
+    _check_range("train-eval-every", 1 <= t.train_eval_every <= MAX_STEPS, f"in [1, {MAX_STEPS:,}]",
+                 t.train_eval_every)
     if t.stop_at_acc is not None:
         _check_range("stop-at-acc", 0.0 < t.stop_at_acc <= 1.0, "in (0, 1]", t.stop_at_acc)
     _check_range("seed", 0 <= cfg.seed <= MAX_SEED, f"in [0, {MAX_SEED:,}]", cfg.seed)

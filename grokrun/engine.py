@@ -283,11 +283,15 @@ class Run:
     # --- evaluation, checkpoint, summary ------------------------------------------------------------------
 
     def evaluate(self, step: int) -> dict[str, Any]:
-        """Loss and accuracy on the full train and validation sets, and the weight norm: one metrics row."""
+        """One metrics row: loss and accuracy on the full validation set, the weight norm, and at every
+        ``train_eval_every``-th evaluation (counting step 0's) and the budget's last step, on the full
+        training set too; its cells are empty in the other rows. Thresholds are on validation accuracy, so
+        they keep every evaluation; the training set, as large, is the other half of an evaluation's cost."""
+        scored = len(self.writer.rows) % self.cfg.train.train_eval_every == 0 or step == self.cfg.train.max_steps
         self.model.eval()
         with torch.no_grad():
             with self.autocast:
-                train_loss, train_acc = self.task.evaluate("train")
+                train_loss, train_acc = self.task.evaluate("train") if scored else (None, None)
                 val_loss, val_acc = self.task.evaluate("val")
             weight_norm = torch.nn.utils.get_total_norm(self.params)  # L2 norm of all parameters together
         self.model.train()
@@ -382,10 +386,15 @@ class ProgressReport:
 
 
 def _stats(row: dict[str, Any]) -> str:
-    if row["val_acc"] is None:
-        return f"loss train {row['train_loss']:.3g} val {row['val_loss']:.3g}"
-    return (f"acc train {row['train_acc']:.3f} val {row['val_acc']:.3f} · "
-            f"loss train {row['train_loss']:.3g} val {row['val_loss']:.3g}")
+    """"acc train 1.000 val 0.981 · loss train 0.0123 val 0.0871"; a row without the training set scored
+    (see Run.evaluate) shows validation alone."""
+    parts = []
+    for metric, spec in (("acc", ".3f"), ("loss", ".3g")):
+        values = [f"{split} {row[f'{split}_{metric}']:{spec}}" for split in ("train", "val")
+                  if row.get(f"{split}_{metric}") is not None]
+        if values:
+            parts.append(f"{metric} " + " ".join(values))
+    return " · ".join(parts)
 
 
 def _device_name(device: torch.device) -> str:

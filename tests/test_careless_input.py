@@ -304,7 +304,8 @@ def test_12_output_to_a_file_gets_plain_progress_lines(cli, tmp_path, monkeypatc
     assert result.exit_code == 0
     progress = [line for line in result.stdout.splitlines() if line.startswith("modular none seed 0: step ")]
     assert [line.split()[5] for line in progress] == ["4/8", "8/8"]
-    assert "acc train" in progress[0] and "it/s" in progress[0]
+    assert "acc val" in progress[0] and "it/s" in progress[0]  # step 4: validation only
+    assert "acc train" in progress[1]  # the last step: the training set scored too
     quiet = cli(["train", "--out", tmp_path, *TINY, "--max-steps", "8"])
     assert "step 4/8" not in quiet.stdout
 

@@ -277,3 +277,19 @@ def test_published_ema_run_groks_within_1200_steps(cli, tmp_path):
     assert result.exit_code == 0, result.output
     s = summary(run_dir_of(result))
     assert s["status"] == "stopped_at_target" and s["steps_to_val_acc"]["0.95"] <= 1200
+
+
+def test_the_training_set_is_scored_at_every_tenth_evaluation_and_the_last(cli, tmp_path):
+    """Validation at every evaluation (thresholds are on it); the training set, as large, at every 10th (counting
+    step 0's) and at the budget's last step, its cells empty elsewhere; --train-eval-every 1 scores it always."""
+    path = run_dir_of(run(cli, tmp_path, "--max-steps", "60", "--eval-every", "5", "--name", "sparse"))
+    rows = metrics(path)
+    assert [int(r["step"]) for r in rows] == list(range(0, 61, 5)) and all(r["val_acc"] for r in rows)
+    assert [int(r["step"]) for r in rows if r["train_acc"]] == [0, 50, 60]
+    assert all(r["train_loss"] == "" for r in rows if not r["train_acc"])
+    dense = run_dir_of(run(cli, tmp_path, "--max-steps", "60", "--eval-every", "5", "--train-eval-every", "1",
+                           "--name", "dense"))
+    full = metrics(dense)
+    assert all(r["train_acc"] for r in full)
+    assert [r for r in full if int(r["step"]) in (0, 50, 60)] == [r for r in rows if r["train_acc"]]  # same values
+    assert [r["val_acc"] for r in full] == [r["val_acc"] for r in rows]  # scoring never changes the training

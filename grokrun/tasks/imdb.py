@@ -57,10 +57,11 @@ class Options:
     """Every initial parameter is multiplied by this."""
 
 
-# Grokfast's IMDb script: AdamW with torch's default betas, gradient norm clipped at 5.
+# Grokfast's IMDb script: AdamW with torch's default betas, gradient norm clipped at 5. Log-spaced
+# evaluations, so few that the training set is scored at each.
 DEFAULTS = {"optim.name": "adamw", "optim.lr": 3e-4, "optim.beta2": 0.999, "optim.weight_decay": 1.0,
             "optim.warmup_steps": 0, "optim.clip_grad": 5.0, "train.batch_size": 50, "train.max_steps": 10_000,
-            "train.eval_schedule": "log"}
+            "train.eval_schedule": "log", "train.train_eval_every": 1}
 PRESETS = {
     "none": {},
     "ema": {"filter.alpha": 0.98, "filter.lamb": 2.0, "optim.weight_decay": 10.0},

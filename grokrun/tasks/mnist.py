@@ -46,9 +46,11 @@ class Options:
     """mse (on one-hot targets, as published) | ce (cross-entropy)."""
 
 
-# Omnigrok's MNIST script: AdamW with torch's default betas, no warmup; evaluations dense early.
+# Omnigrok's MNIST script: AdamW with torch's default betas, no warmup; evaluations dense early (log
+# schedule), so few that the training set is scored at each.
 DEFAULTS = {"optim.name": "adamw", "optim.beta2": 0.999, "optim.weight_decay": 0.01, "optim.warmup_steps": 0,
-            "train.batch_size": 200, "train.max_steps": 100_000, "train.eval_schedule": "log"}
+            "train.batch_size": 200, "train.max_steps": 100_000, "train.eval_schedule": "log",
+            "train.train_eval_every": 1}
 PRESETS = {
     "none": {},  # the baseline groks at ~44k steps
     "ema": {"filter.alpha": 0.8, "filter.lamb": 0.1, "optim.weight_decay": 2.0},

@@ -45,8 +45,10 @@ class Options:
 
 
 # Grokfast's QM9 script: AdamW with torch's default betas, no weight decay; a regression (no accuracy).
+# Log-spaced evaluations, so few that the training set is scored at each.
 DEFAULTS = {"optim.name": "adamw", "optim.beta2": 0.999, "optim.weight_decay": 0.0, "optim.warmup_steps": 0,
-            "train.batch_size": 32, "train.max_steps": 100_000, "train.eval_schedule": "log"}
+            "train.batch_size": 32, "train.max_steps": 100_000, "train.eval_schedule": "log",
+            "train.train_eval_every": 1}
 PRESETS = {
     "none": {},
     "ema": {"filter.alpha": 0.9, "filter.lamb": 1.0, "optim.weight_decay": 0.01},

@@ -31,7 +31,7 @@ def test_mnist_learns_from_idx_files_end_to_end(cli, tmp_path):
     with open(run / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["step", "wall_s", "train_loss", "train_acc", "val_loss", "val_acc", "weight_norm"]
-    assert all(float(r["weight_norm"]) > 0 for r in rows)
+    assert all(float(r["weight_norm"]) > 0 and r["train_acc"] for r in rows)  # log schedule: train scored at each
     # dense early, log-spaced later: every step to 29, every 10th to 140, then log-spaced from 150 to 600
     steps = [int(r["step"]) for r in rows]
     assert steps[:31] == list(range(31)) and steps[31:42] == list(range(40, 150, 10)) and steps[-1] == 600
