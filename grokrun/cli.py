@@ -193,8 +193,9 @@ TRAINING_ONLY = ("--filter", "--seeds", "--jobs")
 def compare(
     paths: PathsArgument = None,
     filters: Annotated[Optional[list[str]], typer.Option(
-        "--filter", metavar="NAME", help="Filter to compare with the baseline (none), with the task's published settings (or the "
-        f"filter's own defaults where none were published); repeat for more. One of: {', '.join(FILTERS)}. "
+        "--filter", metavar="NAME", help="Filter to compare with the baseline (none), with the task's published "
+        f"settings (or the filter's own defaults where none were published); repeat for more. One of: "
+        f"{', '.join(FILTERS)}. "
         "[dim]\\[default: every published filter of the task][/dim]",
         rich_help_panel="Compare", show_default=False)] = None,
     seeds: Annotated[Optional[str], typer.Option(
@@ -231,7 +232,8 @@ def compare(
                                 "(give config files or --task/--filter to train)")
             cmp.tabulate_existing(paths, folder, threshold, fmt, out, warn)
             return
-        finished = cmp.compare(cmp.variants(paths or [], filters or [], overrides), cmp.parse_seeds("0,1,2" if seeds is None else seeds),
+        seed_list = cmp.parse_seeds("0,1,2" if seeds is None else seeds)
+        finished = cmp.compare(cmp.variants(paths or [], filters or [], overrides), seed_list,
                                jobs, folder, threshold, fmt, quiet, out, err)
     except UserError as e:
         fail(str(e))

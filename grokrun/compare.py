@@ -236,7 +236,8 @@ def compare(found: list[Variant], seeds: list[int], jobs: int, out: Path | None,
         console.print(f"[dim]{jobs} runs trained at once: their ms/step and times include the contention "
                       "between them; compare them only with each other.[/dim]")
     if not finished:
-        console.print(f"[yellow]interrupted[/yellow]: the same command continues the comparison in {escape(str(folder))}")
+        console.print("[yellow]interrupted[/yellow]: " +
+                      escape(f"the same command continues the comparison in {folder}"))
     return finished
 
 

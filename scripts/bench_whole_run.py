@@ -42,7 +42,9 @@ def main() -> None:
     script = args.published / "main.py"
     if not script.is_file():
         sys.exit(f"--published {args.published}: no main.py there (clone https://github.com/ironjr/grokfast)")
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "" if args.device == "cpu" else os.environ.get("CUDA_VISIBLE_DEVICES", "0")}
+    env = dict(os.environ)
+    if args.device == "cpu":  # the published script takes a GPU wherever it sees one
+        env["CUDA_VISIBLE_DEVICES"] = ""
     ours, theirs = [], []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

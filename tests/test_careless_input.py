@@ -142,7 +142,8 @@ def test_5_huge_values_are_refused_before_anything_is_written(cli, tmp_path):
     out = tmp_path / "runs"
     one_line_error(train(cli, out, "--max-steps", "1000000001"), "--max-steps must be in [1, 1,000,000,000]")
     one_line_error(train(cli, out, "--seed", str(2**64)), "--seed must be in [0, 4,294,967,295]")
-    one_line_error(train(cli, out, "--filter", "ma", "--window-size", "100000000"), "--window-size must be in [1, 1,000]")
+    one_line_error(train(cli, out, "--filter", "ma", "--window-size", "100000000"),
+                   "--window-size must be in [1, 1,000]")
     one_line_error(train(cli, out, "--p", "100000"), "--p must be <= 2,000")
     one_line_error(train(cli, out, "--width", "1000000"), "--width must be <= 4,096")
     one_line_error(cli(["compare", "--seeds", "99999999999999999999", *TINY]), "--seeds: each seed must be in [0,")

@@ -122,8 +122,9 @@ def validate(cfg: Options) -> None:
             raise UserError(f"--{flag} must be >= 1, got {value}")
     if cfg.size < 4:
         raise UserError(f"--size must be >= 4 (two reviews of each label, one of each to validate), got {cfg.size}")
-    check_at_most({"size": (cfg.size, 50_000), "vocab-size": (cfg.vocab_size, 100_000), "seq-len": (cfg.seq_len, 10_000),
-                   "embedding-dim": (cfg.embedding_dim, 4096), "width": (cfg.width, 4096), "layers": (cfg.layers, 16)})
+    check_at_most({"size": (cfg.size, 50_000), "vocab-size": (cfg.vocab_size, 100_000),
+                   "seq-len": (cfg.seq_len, 10_000), "embedding-dim": (cfg.embedding_dim, 4096),
+                   "width": (cfg.width, 4096), "layers": (cfg.layers, 16)})
     if not 0.0 < cfg.train_frac < 1.0:
         raise UserError(f"--train-frac must be in (0, 1), got {cfg.train_frac}")
     if not cfg.init_scale > 0:
