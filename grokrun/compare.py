@@ -27,9 +27,9 @@ from rich.markup import escape
 
 from grokrun.config import MAX_SEED, RunBase, resolve, to_dict
 from grokrun.errors import UserError
-from grokrun.results import (CHECKPOINT, CONFIG, FINAL, RUN_FILES, check_folder, differences, group_variants,
-                             is_run_dir, load_runs, make_folder, read_run, tmp_name, variant_settings,
-                             write_json_atomic)
+from grokrun.results import (CHECKPOINT, CONFIG, FINAL, RUN_FILES, check_folder, differences, first_difference,
+                             group_variants, is_run_dir, load_runs, make_folder, read_run, tmp_name,
+                             variant_settings, write_json_atomic)
 from grokrun.tasks import task
 
 # What a run directory can hold before its first evaluation is written: its files, or their temporary twins.
@@ -167,8 +167,7 @@ def _action(path: Path, cfg) -> str:
     if stored["seed"] != cfg.seed:
         diff["seed"] = (stored["seed"], cfg.seed)
     if diff:
-        key, (was, now) = next(iter(diff.items()))
-        more = f" (and {len(diff) - 1} more settings)" if len(diff) > 1 else ""
+        key, was, now, more = first_difference(diff)
         raise UserError(f"{path} was trained with {key} = {was!r}, this comparison asks for {now!r}{more}; "
                         "choose another --out")
     try:

@@ -30,8 +30,8 @@ from grokrun.errors import UserError
 from grokrun.filters import FILTERS, describe_variant
 from grokrun.measure import StepTimer, peak_memory_mb, reset_peak_memory, synchronize
 from grokrun.optim import make_optimizer, warmup_factor
-from grokrun.results import (CHECKPOINT, CONFIG, METRICS, SUMMARY, RunWriter, differences, metric_summary,
-                             new_run_dir)
+from grokrun.results import (CHECKPOINT, CONFIG, METRICS, SUMMARY, RunWriter, differences, first_difference,
+                             metric_summary, new_run_dir)
 from grokrun.tasks import task
 
 
@@ -188,8 +188,7 @@ class Run:
         if "settings" in saved:  # (checkpoints written before settings were stored have only the data's)
             diff = differences(saved["settings"], _resumable_settings(self.cfg))
             if diff:  # name the most telling difference: the task or the filter before their settings
-                key = next((k for k in ("task", "filter.name", "optim.name") if k in diff), next(iter(diff)))
-                (was, now), more = diff[key], f" (and {len(diff) - 1} more settings)" if len(diff) > 1 else ""
+                key, was, now, more = first_difference(diff, prefer=("task", "filter.name", "optim.name"))
                 raise UserError(f"{run_dir / CHECKPOINT} was written by a run with {key} = {was!r}, but {CONFIG} "
                                 f"there says {now!r}{more}; a checkpoint resumes only the run that wrote it "
                                 f"(restore {CONFIG}, or start a new run with --config)")

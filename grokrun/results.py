@@ -275,6 +275,14 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[Any, An
     return {k: (fa.get(k), fb.get(k)) for k in sorted(fa.keys() | fb.keys()) if fa.get(k) != fb.get(k)}
 
 
+def first_difference(diff: dict[str, tuple[Any, Any]], prefer: tuple[str, ...] = ()) -> tuple[str, Any, Any, str]:
+    """The difference a message names (the first of ``prefer`` present, else the first), its two values, and
+    " (and N more settings)" when there are others."""
+    key = next((k for k in prefer if k in diff), next(iter(diff)))
+    more = f" (and {len(diff) - 1} more settings)" if len(diff) > 1 else ""
+    return key, *diff[key], more
+
+
 _SEED_SUFFIX = re.compile(r"-seed-?\d+(-\d+)?$")
 
 
