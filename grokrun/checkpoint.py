@@ -40,6 +40,15 @@ def save(run_dir: Path, state: dict[str, Any]) -> None:
     atomic_write(Path(run_dir) / CHECKPOINT, lambda f: torch.save({"version": VERSION, **state}, f))
 
 
+def step_of(run_dir: Path) -> int:
+    """The step of a run's checkpoint, read without loading its tensors; UserError as ``load``."""
+    path = Path(run_dir) / CHECKPOINT
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["step"])
+    except Exception:  # missing or damaged: load names the problem
+        return load(run_dir)["step"]
+
+
 def load(run_dir: Path) -> dict[str, Any]:
     """The run's checkpoint, or UserError naming what is wrong with it."""
     path = Path(run_dir) / CHECKPOINT

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from grokrun.config import resolve
+from grokrun.config import parse_seeds, resolve
 from grokrun.errors import UserError
 from grokrun.filters import FILTERS
 from grokrun.flags import flags
@@ -86,65 +86,135 @@ ConfigOption = Annotated[Optional[Path], typer.Option(
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or progress lines.",
                                            rich_help_panel="Run", metavar="")]
 ResumeOption = Annotated[Optional[Path], typer.Option(
-    "--resume", help="Continue an interrupted run directory from its checkpoint, to its original budget.",
+    "--resume", help="Continue an interrupted run directory from its checkpoint, to its original budget; given a "
+    "folder of run directories (the seeds of a --seeds run), continue each unfinished one.",
     rich_help_panel="Run", show_default=False)]
+SeedsOption = Annotated[Optional[str], typer.Option(
+    "--seeds", help="Train these seeds (0-15, 0,1,2) together in one process, as one stacked model where the task "
+    "allows, each exactly as --seed N alone; one run directory each, in one folder.",
+    rich_help_panel="Run", show_default=False)]
+NoBatchOption = Annotated[bool, typer.Option(
+    "--no-batch", help="Train several seeds one after another instead of as one stacked model.",
+    rich_help_panel="Run", metavar="")]
 
 
 @app.command()
 @with_config_flags()
-def train(config: ConfigOption = None, resume: ResumeOption = None, quiet: QuietOption = False,
-          **values: Any) -> None:
-    """Train one run and write its run directory (config.json, metrics.csv, summary.json).
+def train(config: ConfigOption = None, resume: ResumeOption = None, seeds: SeedsOption = None,
+          no_batch: NoBatchOption = False, quiet: QuietOption = False, **values: Any) -> None:
+    """Train one run and write its run directory (config.json, metrics.csv, summary.json); or, with [b]--seeds[/b],
+    several seeds at once.
 
     [b]--filter NAME[/b] applies the task's published settings for that filter (configs/<task>_<filter>.toml), or
     the filter's own defaults where none were published; any flag given overrides them. With [b]--config[/b]
     the file replaces the preset. The defaults shown are the code's; a task's own
     (configs/<task>_baseline.toml) replace them.
     """
-    from grokrun.engine import StoppedAtOnce
+    from grokrun.engine import StoppedAtOnce, train_runs
 
+    results: list[tuple[Path, dict[str, Any]]] = []
     try:
         if resume is not None:
-            cfg = _resumable(resume, config, values)
+            runs = _resumable(resume, config, values, seeds)
         else:
-            cfg = resolve(config, overrides_from(values))
-        from grokrun.engine import train as run_training
-
-        run_dir, summary = run_training(cfg, quiet=quiet, console=out, resume=resume)
+            runs = [(cfg, None) for cfg in _new_runs(config, values, seeds)]
+        train_runs(runs, batch=not no_batch, quiet=quiet, console=out,
+                   report=lambda run_dir, summary: results.append((run_dir, summary)))
     except UserError as e:
         fail(str(e))
     except StoppedAtOnce as e:
+        what = ("has no summary", "its last checkpoint") if _is_run(e.resume) else \
+            ("holds runs without a summary", "their last checkpoints")
         err.print("[yellow]stopped at once[/yellow] " + escape(
-            f"(a second interrupt): {e.run_dir} has no summary; grokrun train --resume {e.run_dir} continues from "
-            "its last checkpoint"))
+            f"(a second interrupt): {e.resume} {what[0]}; grokrun train --resume {e.resume} continues from {what[1]}"))
         raise typer.Exit(130)
     except KeyboardInterrupt:  # before training began (loading data, building the model)
         err.print("[yellow]interrupted[/yellow] before training began")
         raise typer.Exit(130)
-    print_headline(run_dir, summary)
-    raise typer.Exit(EXIT_CODES[summary["status"]])
+    if len(results) == 1 and (seeds is None and (resume is None or _is_run(resume))):
+        print_headline(*results[0])
+    else:
+        print_headlines(results, resume or results[0][0].parent)
+    raise typer.Exit(max(EXIT_CODES[s["status"]] for _, s in results))
 
 
-def _resumable(run_dir: Path, config: Optional[Path], values: dict[str, Any]):
-    """The config of a run to resume; exits 0 at once if the run has nothing left to do."""
+def _is_run(path: Path) -> bool:
+    """A run directory to resume (its metrics may be missing: resuming says so), rather than a folder of them."""
+    from grokrun.results import CONFIG
+
+    return (path / CONFIG).is_file()
+
+
+def _new_runs(config: Optional[Path], values: dict[str, Any], seeds: Optional[str]) -> list:
+    """The configs of a new run, or of one per seed with --seeds (in one folder: out/<name or
+    task-filter-seedsSPEC>, a run directory seed<N> each)."""
+    import dataclasses
+
+    from grokrun.config import parse_seeds
+    from grokrun.engine import format_seeds
+    from grokrun.results import free_name
+
+    cfg = resolve(config, overrides_from(values))
+    if seeds is None:
+        return [cfg]
+    if values.get("seed") is not None:
+        raise UserError("give --seed N for one run or --seeds for several, not both")
+    seed_list = parse_seeds(seeds)
+    folder = free_name(Path(cfg.out), cfg.name or f"{cfg.task}-{cfg.filter.name}-seeds{format_seeds(seed_list)}")
+    return [dataclasses.replace(cfg, seed=s, out=str(folder), name=f"seed{s}") for s in seed_list]
+
+
+def _resumable(path: Path, config: Optional[Path], values: dict[str, Any], seeds: Optional[str]) -> list:
+    """(config, run directory) of each run to resume at ``path`` (a run directory, or a folder of them); exits 0
+    at once if none has anything left to do."""
     import json
 
-    from grokrun.results import CONFIG, FINAL, SUMMARY
+    from grokrun.results import CONFIG, FINAL, SUMMARY, find_runs
 
-    given = ["--config"] * (config is not None) + _flags_given(values)
+    given = ["--config"] * (config is not None) + ["--seeds"] * (seeds is not None) + _flags_given(values)
     if given:
         raise UserError(f"--resume continues a run as it was configured; drop {given[0]}")
-    if not (run_dir / CONFIG).is_file():
-        raise UserError(f"{run_dir} is not a run directory (it has no {CONFIG})")
-    try:
-        summary = json.loads((run_dir / SUMMARY).read_text())
-    except (OSError, ValueError):
-        summary = {}
-    if summary.get("status") in FINAL:
-        out.print(escape(f"{run_dir} has already ended ({summary['status'].replace('_', ' ')} after "
-                         f"{summary.get('steps', 0):,} steps); nothing to resume"))
+    if not path.is_dir():
+        raise UserError(f"--resume {path}: no such folder")
+    run_dirs = [path] if _is_run(path) else find_runs(path)[0]
+    if not run_dirs:
+        raise UserError(f"{path} is not a run directory (it has no {CONFIG}) and holds none")
+    todo, ended = [], []
+    for run_dir in run_dirs:
+        try:
+            summary = json.loads((run_dir / SUMMARY).read_text())
+        except (OSError, ValueError):
+            summary = {}
+        if summary.get("status") in FINAL:
+            ended.append((run_dir, summary))
+        else:
+            todo.append((resolve(run_dir / CONFIG, {}), run_dir))
+    if not todo:
+        if len(ended) == 1:
+            run_dir, summary = ended[0]
+            out.print(escape(f"{run_dir} has already ended ({summary['status'].replace('_', ' ')} after "
+                             f"{summary.get('steps', 0):,} steps); nothing to resume"))
+        else:
+            out.print(escape(f"the {len(ended)} runs in {path} have all ended; nothing to resume"))
         raise typer.Exit(0)
-    return resolve(run_dir / CONFIG, {})
+    return todo
+
+
+def print_headlines(results: list[tuple[Path, dict[str, Any]]], folder: Path) -> None:
+    """One line per seed trained at once, then what they cost together and how to continue any interrupted."""
+    from grokrun.results import read_run
+    from grokrun.table import headline
+
+    for run_dir, s in results:
+        run = read_run(run_dir)
+        threshold = run.config.get("train", {}).get("stop_at_acc") or 0.95
+        out.print(escape(f"{run_dir}: {headline(run, threshold)}"))
+    together = max((s.get("trained_with", 1) for _, s in results), default=1)
+    if together > 1:
+        wall = max(s["wall_s"] for _, s in results)
+        out.print(escape(f"{together} seeds trained together: {wall:.1f} s of training for all of them"))
+    if any(s["status"] == "interrupted" for _, s in results):
+        out.print(escape(f"checkpoints written; continue with: grokrun train --resume {folder}"))
 
 
 def print_headline(run_dir: Path, s: dict[str, Any]) -> None:
@@ -185,7 +255,7 @@ CompareThreshold, CompareFormat = _threshold_option("Compare"), _format_option("
 PlotThreshold, PlotFormat = _threshold_option("Plot"), _format_option("Plot")
 
 
-TRAINING_ONLY = ("--filter", "--seeds", "--jobs")
+TRAINING_ONLY = ("--filter", "--seeds", "--jobs", "--no-batch")
 
 
 @app.command()
@@ -199,8 +269,11 @@ def compare(
         "[dim]\\[default: every published filter of the task][/dim]",
         rich_help_panel="Compare", show_default=False)] = None,
     seeds: Annotated[Optional[str], typer.Option(
-        help="Seeds, comma-separated. [dim]\\[default: 0,1,2][/dim]", rich_help_panel="Compare",
-        show_default=False)] = None,
+        help="Seeds of each variant: 0,1,2 or 0-15. Trained together, as one stacked model per variant, where the "
+        "task allows. [dim]\\[default: 0,1,2][/dim]", rich_help_panel="Compare", show_default=False)] = None,
+    no_batch: Annotated[bool, typer.Option(
+        "--no-batch", help="Train each variant's seeds one after another instead of as one stacked model.",
+        rich_help_panel="Compare", metavar="")] = False,
     jobs: Annotated[int, typer.Option(help="Runs trained at once, in parallel processes.",
                                       rich_help_panel="Compare")] = 1,
     out_dir: Annotated[Optional[str], typer.Option(
@@ -226,15 +299,16 @@ def compare(
             raise UserError("--out must name a folder (it is empty)")
         folder = None if out_dir is None else Path(out_dir)
         if paths and all(p.is_dir() for p in paths):
-            given = [name for name, v in zip(TRAINING_ONLY, (filters, seeds, jobs != 1)) if v] + _flags_given(values)
+            given = ([name for name, v in zip(TRAINING_ONLY, (filters, seeds, jobs != 1, no_batch)) if v]
+                     + _flags_given(values))
             if given:
                 raise UserError(f"{given[0]} applies to training; run directories are tabulated as they are "
                                 "(give config files or --task/--filter to train)")
             cmp.tabulate_existing(paths, folder, threshold, fmt, out, warn)
             return
-        seed_list = cmp.parse_seeds("0,1,2" if seeds is None else seeds)
+        seed_list = parse_seeds("0,1,2" if seeds is None else seeds)
         finished = cmp.compare(cmp.variants(paths or [], filters or [], overrides), seed_list,
-                               jobs, folder, threshold, fmt, quiet, out, err)
+                               jobs, folder, threshold, fmt, quiet, out, err, batch=not no_batch)
     except UserError as e:
         fail(str(e))
     if not finished:

@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 from rich.markup import escape
 
-from grokrun.config import MAX_SEED, RunBase, resolve, to_dict
+from grokrun.config import RunBase, resolve, to_dict
 from grokrun.errors import UserError
 from grokrun.results import (CHECKPOINT, CONFIG, FINAL, RUN_FILES, check_folder, differences, first_difference,
                              group_variants, is_run_dir, load_runs, make_folder, read_run, tmp_name,
@@ -84,20 +84,6 @@ def variants_from_files(files: list[Path], overrides: dict[str, Any]) -> list[Va
         raise UserError(f"the config files are for different tasks ({', '.join(sorted(tasks))}); "
                         "compare variants of one task")
     return found
-
-
-def parse_seeds(text: str) -> list[int]:
-    """"0,1,2" -> [0, 1, 2]; each seed in [0, MAX_SEED], repeats dropped."""
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        seeds = []
-    if not seeds:
-        raise UserError(f"--seeds must be comma-separated integers such as 0,1,2, got {text!r}")
-    for seed in seeds:
-        if not 0 <= seed <= MAX_SEED:
-            raise UserError(f"--seeds: each seed must be in [0, {MAX_SEED:,}], got {seed}")
-    return list(dict.fromkeys(seeds))
 
 
 def _manifest(variants: list[Variant]) -> list[dict[str, Any]]:
@@ -193,7 +179,7 @@ def write_manifest(out: Path, variants: list[Variant], seeds: list[int]) -> None
 # --- running ------------------------------------------------------------------------------------------
 
 def compare(found: list[Variant], seeds: list[int], jobs: int, out: Path | None, threshold: float, fmt: str,
-            quiet: bool, console, err) -> bool:
+            quiet: bool, console, err, batch: bool = True) -> bool:
     """Train what the folder lacks, print a line per run as it ends, then the table; write the table and the
     overlay plot into the folder. Returns False if the user interrupted (the same command continues)."""
     from grokrun.engine import StoppedAtOnce
@@ -220,11 +206,11 @@ def compare(found: list[Variant], seeds: list[int], jobs: int, out: Path | None,
                              f"{headline(read_run(job.path), threshold)}"))
 
     try:
-        finished = run_jobs(planned, jobs, quiet, console, report)
+        finished = run_jobs(planned, jobs, quiet, console, report, batch)
     except KeyboardInterrupt:  # between runs; a run in progress ends itself as "interrupted"
         finished = False
     except StoppedAtOnce as e:  # a second Ctrl-C: that run has no summary; its checkpoint remains
-        err.print(escape(f"stopped at once (a second interrupt) in {e.run_dir}"))
+        err.print(escape(f"stopped at once (a second interrupt) in {e.resume}"))
         finished = False
     by_variant = [(v.name, [read_run(j.path) for j in planned if j.variant == v.name and is_run_dir(j.path)])
                   for v in found]
@@ -289,41 +275,44 @@ def report_table(grouped, folder: Path | None, threshold: float, fmt: str, conso
     console.print(escape(f"wrote {folder / 'comparison.md'}, comparison.csv{drawn}"))
 
 
-def run_jobs(jobs: list[Job], n_jobs: int, quiet: bool, console, report: Callable[[Job, dict], None]) -> bool:
-    """Train every job not reused. Returns False if the user interrupted (the rest are left untrained)."""
+def run_jobs(jobs: list[Job], n_jobs: int, quiet: bool, console, report: Callable[[Job, dict], None],
+             batch: bool = True) -> bool:
+    """Train every job not reused, the seeds of a variant together where the task allows (``batch``).
+    Returns False if the user interrupted (the rest are left untrained)."""
+    from grokrun.engine import group_runs, train_runs
+
     todo = [j for j in jobs if j.action != "reuse"]
     for job in todo:
         if job.action == "restart":
             shutil.rmtree(job.path)
-    if n_jobs <= 1 or len(todo) <= 1:
-        from grokrun.engine import train
+    by_path = {j.path: j for j in todo}
+    runs = [(j.config, j.path if j.action == "resume" else None) for j in todo]
 
-        for job in todo:
-            resume = job.path if job.action == "resume" else None
-            _, summary = train(job.config, quiet=quiet, console=console, resume=resume)
-            report(job, summary)
-            if summary["status"] == "interrupted":
-                return False
-        return True
-    return _run_parallel(todo, n_jobs, report)
+    def reported(run_dir: Path, summary: dict) -> None:
+        report(by_path[Path(run_dir)], summary)
+
+    if n_jobs <= 1:
+        return train_runs(runs, batch, quiet, console, reported)
+    units = group_runs(runs, batch, note=lambda text: console.print(escape(text)))
+    if len(units) <= 1:
+        return train_runs(runs, batch, quiet, console, reported)
+    return _run_parallel(units, n_jobs, reported)
 
 
-def _run_parallel(todo: list[Job], n_jobs: int, report) -> bool:
-    """Train ``todo`` in ``n_jobs`` worker processes, reporting each run as it ends."""
+def _run_parallel(units: list[list[tuple]], n_jobs: int, report) -> bool:
+    """Train ``units`` (runs trained together) in ``n_jobs`` worker processes, reporting each run as it ends."""
     threads = max(1, (os.cpu_count() or 1) // n_jobs)  # no oversubscription: each worker gets its share
     ctx = get_context("spawn")
-    stop = ctx.Event()  # set on Ctrl-C: jobs already handed to a worker then start no training
+    stop = ctx.Event()  # set on Ctrl-C: units already handed to a worker then start no training
     pool = ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx, initializer=_worker_init,
                                initargs=(threads, stop))
-    pending: dict[Future, Job] = {pool.submit(_worker_train, j.config, j.path if j.action == "resume" else None): j
-                                  for j in todo}
+    pending: dict[Future, list] = {pool.submit(_worker_train, unit): unit for unit in units}
 
     def collect(futures) -> None:
         for future in futures:
-            job = pending.pop(future)
-            summary = future.result()
-            if summary is not None:
-                report(job, summary)
+            pending.pop(future)
+            for run_dir, summary in future.result() or []:
+                report(run_dir, summary)
                 if summary["status"] == "interrupted":
                     stop.set()
 
@@ -352,15 +341,15 @@ def _worker_init(threads: int, stop) -> None:
     torch.set_num_threads(threads)
 
 
-def _worker_train(cfg, resume: Path | None) -> dict | None:
-    """Train (or resume) one run in a worker; None if the comparison was stopped before it began."""
-    from grokrun.engine import train
+def _worker_train(unit: list[tuple]) -> list | None:
+    """Train (or resume) runs together in a worker; None if the comparison was stopped before they began."""
+    from grokrun.engine import train_seeds
 
     if _STOP is not None and _STOP.is_set():
         return None
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        return train(cfg, quiet=True, resume=resume)[1]
+        resumes = [r for _, r in unit]
+        return train_seeds([c for c, _ in unit], quiet=True, resume=None if resumes[0] is None else resumes)
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-

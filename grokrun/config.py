@@ -119,6 +119,35 @@ DTYPES = ("float32", "float64", "bfloat16")
 EVAL_SCHEDULES = ("linear", "log")
 
 
+MAX_SEEDS_AT_ONCE = 10_000
+
+
+def parse_seeds(text: str) -> list[int]:
+    """"0,1,2" -> [0, 1, 2]; "0-3,8" -> [0, 1, 2, 3, 8]; each seed in [0, MAX_SEED], repeats dropped."""
+    seeds: list[int] = []
+    try:
+        for part in (p.strip() for p in text.split(",")):
+            if not part:
+                continue
+            lo, sep, hi = part.partition("-")
+            first, last = int(lo), int(hi) if sep else int(lo)
+            for seed in (first, last):
+                if not 0 <= seed <= MAX_SEED:
+                    raise UserError(f"--seeds: each seed must be in [0, {MAX_SEED:,}], got {seed}")
+            if last < first:
+                raise UserError(f"--seeds: a range runs upwards (such as 0-15), got {part!r}")
+            if last - first + len(seeds) >= MAX_SEEDS_AT_ONCE:
+                raise UserError(f"--seeds: at most {MAX_SEEDS_AT_ONCE:,} seeds at once, got {text!r}")
+            seeds.extend(range(first, last + 1))
+    except ValueError as e:
+        if isinstance(e, UserError):
+            raise
+        seeds = []
+    if not seeds:
+        raise UserError(f"--seeds must be seeds or ranges such as 0,1,2 or 0-15, got {text!r}")
+    return list(dict.fromkeys(seeds))
+
+
 # --- resolution ------------------------------------------------------------------------------------
 
 def resolve(config_file: str | Path | dict | None, overrides: dict[str, Any]) -> RunConfig:

@@ -20,6 +20,9 @@ and a running sum so its cost does not grow with the window.
 ``gradfilter_ema`` and ``gradfilter_ma`` at the bottom are drop-in replacements for the functions of
 the published Grokfast snippet: same arguments, same returned state to feed back, same numbers.
 
+Filters work elementwise, so one filter over seeds stacked into one model (a leading seed axis on every
+parameter) filters each seed as if it ran alone; ``seed_axes`` says where that axis lies in the state.
+
 A new filter is one ``GradFilter`` subclass and one entry in ``FILTERS``: it then works with every task
 (``--filter NAME``), takes its settings from the filter flags (``--lamb``, ``--alpha``, ...) with its own
 ``defaults`` where a task has no published preset for it, and is named in titles and legends by its
@@ -51,6 +54,10 @@ class GradFilter:
     name = "none"
     defaults: dict[str, Any] = {}
     """Filter settings (FilterConfig fields) this filter uses where no published preset sets them."""
+    seed_axes: dict[str, int] = {}
+    """For seeds trained as one stacked model: the state_dict entries that hold a tensor per parameter, and
+    which axis of those tensors runs over the seeds (the parameter's own first axis, or after the filter's
+    own leading axes). Other entries are the same for every seed. Lets a checkpoint be split per seed."""
 
     @classmethod
     def from_config(cls, fc) -> GradFilter:
@@ -89,6 +96,7 @@ class EMAFilter(GradFilter):
 
     name = "ema"
     defaults = {"alpha": 0.98, "lamb": 2.0}
+    seed_axes = {"mu": 0}
 
     def __init__(self, alpha: float = 0.98, lamb: float = 2.0):
         if not 0.0 <= alpha < 1.0:
@@ -138,6 +146,7 @@ class MAFilter(GradFilter):
 
     name = "ma"
     defaults = {"window_size": 100, "lamb": 5.0}
+    seed_axes = {"ring": 1, "total": 0}  # ring: (window, *parameter shape)
 
     def __init__(self, window_size: int = 100, lamb: float = 5.0, filter_type: str = "mean",
                  warmup: bool = True):

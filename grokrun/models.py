@@ -8,6 +8,7 @@ analysis, or to check an initialization). Each task's ``build_model`` calls one 
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -40,6 +41,7 @@ class Block(nn.Module):
         super().__init__()
         self.heads = heads
         self.normed_stream = kind == "grokfast"
+        self.fused_attention = True  # see vmappable()
         self.ln1 = nn.LayerNorm(width)
         self.ln2 = nn.LayerNorm(width)
         # Initialized as torch's MultiheadAttention, which the Grokfast decoder uses (xavier in-projection,
@@ -69,9 +71,32 @@ class Block(nn.Module):
             q, k, v = F.linear(h, self.qkv_weight, self.qkv_bias).split(c, dim=-1)
         q, k, v = (z.view(b, z.shape[1], self.heads, c // self.heads).transpose(1, 2) for z in (q, k, v))
         # The last position sees every earlier one, so it needs no mask.
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=not last_only)
+        if self.fused_attention:
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=not last_only)
+        else:
+            a = _attention(q, k, v, causal=not last_only)
         x = x + self.proj(a.transpose(1, 2).reshape(b, x.shape[1], c))
         return x + self.mlp(self.ln2(x))
+
+
+def _attention(q: Tensor, k: Tensor, v: Tensor, causal: bool) -> Tensor:
+    """softmax(q kᵀ / √d + causal mask) v in plain ops: what scaled_dot_product_attention computes, in a form
+    torch.func.vmap batches (its fused kernels have no batching rule and fall back to a loop per seed)."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if causal:
+        t_q, t_k = scores.shape[-2:]
+        allowed = torch.ones(t_q, t_k, dtype=torch.bool, device=q.device).tril(t_k - t_q)
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    return scores.softmax(-1) @ v
+
+
+def vmappable(model: nn.Module) -> nn.Module:
+    """The same model with the layers whose fused kernels torch.func.vmap cannot batch switched to plain-op
+    equivalents (attention), for seeds stacked into one model. The weights and the function are unchanged."""
+    for m in model.modules():
+        if isinstance(m, Block):
+            m.fused_attention = False
+    return model
 
 
 class Decoder(nn.Module):

@@ -86,6 +86,15 @@ def make_folder(path: Path) -> None:
         raise UserError(f"cannot create {path}: {e.strerror or e}") from None
 
 
+def free_name(out: Path, name: str) -> Path:
+    """``out/name``, or ``out/name-2``, ``-3``... the first that does not exist yet (nothing is created)."""
+    for i in range(1, 10_000):
+        path = out / (name if i == 1 else f"{name}-{i}")
+        if not path.exists():
+            return path
+    raise UserError(f"no free name under {out} for {name} (up to {name}-9999 exist)")
+
+
 def new_run_dir(out: Path, name: str) -> Path:
     """Create ``out/name``, or ``out/name-2``, ``-3``... if it is taken. UserError if it cannot be created."""
     make_folder(out)

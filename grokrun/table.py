@@ -279,6 +279,11 @@ def footnote(rows: list[Row], threshold: float) -> str:
     seeds = sorted({str(r.seed) for row in rows for r in row.results})
     text = (f"Median over seeds ({', '.join(seeds)}); min–max over the seeds that reached the threshold. "
             "Time is training time, evaluation excluded. Speedups are baseline median / variant median.")
+    together = {(row.name, r.run.summary.get("trained_with")) for row in rows for r in row.results
+                if r.run.summary and r.run.summary.get("trained_with", 1) > 1}
+    if together:
+        text += (" Seeds trained together as one stacked model (" + ", ".join(f"{name}: {n}" for name, n in
+                 sorted(together)) + "): their ms/step and times are the stack's, for all its seeds at once.")
     if any(not (row.steps_to and row.steps_to.exact) for row in rows if row.has_accuracy):
         text += (f" \"≥\": a run that did not reach {threshold:g} val acc counts as more than the steps it ran,"
                  " so the median is a lower bound (and the speedup against it too); a diverged run never reaches it.")

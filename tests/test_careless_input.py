@@ -225,7 +225,7 @@ def test_8_nonsense_is_refused(cli, tmp_path, args, message):
 
 def test_8_empty_seeds_and_out_are_refused(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    one_line_error(cli(["compare", "--seeds", "", *TINY]), "--seeds must be comma-separated integers")
+    one_line_error(cli(["compare", "--seeds", "", *TINY]), "--seeds must be seeds or ranges")
     one_line_error(cli(["train", "--out", "", *TINY]), "--out must name a folder")
     one_line_error(cli(["compare", "--out", "", *TINY]), "--out must name a folder")
     assert list(tmp_path.iterdir()) == []  # nothing written in the current directory

@@ -128,7 +128,7 @@ def test_tabulating_existing_run_directories(cli, tmp_path, make_run):
 
 
 BAD = [
-    (["--seeds", "a,b"], "--seeds must be comma-separated integers such as 0,1,2, got 'a,b'"),
+    (["--seeds", "a,b"], "--seeds must be seeds or ranges such as 0,1,2 or 0-15, got 'a,b'"),
     (["--jobs", "0"], "--jobs must be >= 1, got 0"),
     (["--filter", "kalman"], "unknown filter 'kalman'; choose one of: none, ema, ma"),
     (["--task", "chess"], "unknown task 'chess'; choose one of: modular"),
@@ -197,7 +197,7 @@ def test_ctrl_c_stops_the_comparison_and_the_same_command_continues_it(cli, tmp_
 
     monkeypatch.setattr(GradFilter, "apply", apply)
     out = tmp_path / "cmp"
-    args = ["--filter", "ema", "--seeds", "0,1", "--out", str(out), *TINY]
+    args = ["--filter", "ema", "--seeds", "0,1", "--no-batch", "--out", str(out), *TINY]  # one after another
     result = compare(cli, *args)
     assert result.exit_code == 130, result.output
     assert "[2/4] baseline seed 1: interrupted at step 3;" in result.stdout

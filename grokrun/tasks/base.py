@@ -96,38 +96,71 @@ class EpochBatches:
         return idx
 
 
+def at_least_float32(t: Tensor) -> Tensor:
+    """A bfloat16 output (autocast) as float32 for its loss; float32 and float64 ones as they are."""
+    import torch
+
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 def sum_over_chunks(x: Tensor, y: Tensor, chunk: int, score) -> tuple[Tensor, Tensor]:
     """Totals of ``score(x_chunk, y_chunk) -> (summed loss, correct count)`` over a whole split, a chunk at a
-    time so evaluation memory stays bounded; the sums stay on the device (float64 loss, integer count)."""
+    time so evaluation memory stays bounded; the sums stay on the device (float64 loss, integer count).
+    Written without in-place updates, so it also runs under torch.func.vmap (one seed of a stack)."""
     import torch
 
     loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     for i in range(0, len(x), chunk):
         loss, right = score(x[i:i + chunk], y[i:i + chunk])
-        loss_sum += loss
-        correct += right
+        loss_sum = loss_sum + loss
+        correct = correct + right
     return loss_sum, correct
 
 
 class Task:
     """A model, its data on the device, a training loss and an evaluation.
 
-    ``loss(idx)`` returns the mean training loss of the examples ``idx`` (from ``batches.next()``).
-    ``evaluate(split)`` returns (mean loss, accuracy or None) over the whole "train" or "val" split,
-    as 0-dim tensors, so the engine decides when to sync; the engine calls it under torch.no_grad().
+    A task states its loss and its evaluation as functions of a model, so that the engine can call them
+    with the task's module (one run) or with one seed's slice of a stacked model (seeds trained together):
+
+    ``objective(model, data, idx)``: the mean training loss of the examples ``idx`` (from
+    ``batches.next()``) of the training tensors ``data``. ``score(model, x, y)``: (summed loss, correct
+    count or None) over a chunk of a split. ``loss(idx)`` and ``evaluate(split)`` apply them to the task's
+    own module; ``evaluate`` returns (mean loss, accuracy or None) over the whole "train" or "val" split as
+    0-dim tensors, so the engine decides when to sync; the engine calls it under torch.no_grad(). A task
+    whose data does not fit this form (graphs) overrides ``loss`` and ``evaluate`` instead.
     """
 
     model: nn.Module
     batches: EpochBatches
     data: dict[str, tuple[Tensor, ...]]
     has_accuracy: bool = True
+    batchable: bool = False
+    """Whether seeds can be trained together as one stacked model: ``objective`` and ``score`` run under
+    torch.func.vmap, every seed's data has the same shapes, and training draws nothing from the global
+    random generator (each seed's batch order has its own)."""
+    loss_units: int = 1
+    """Outputs per example that the loss averages over (MNIST's MSE: 10), so evaluation reports its mean."""
+    eval_chunk: int = 16384
+    """Examples scored at once in an evaluation, per seed."""
+
+    def objective(self, model, data: tuple[Tensor, ...], idx: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def score(self, model, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor | None]:
+        raise NotImplementedError
 
     def loss(self, idx: Tensor) -> Tensor:
-        raise NotImplementedError
+        return self.objective(self.model, self.data["train"], idx)
 
     def evaluate(self, split: str) -> tuple[Tensor, Tensor | None]:
-        raise NotImplementedError
+        return self.measure(self.model, *self.data[split])
+
+    def measure(self, model, x: Tensor, y: Tensor, chunk: int | None = None) -> tuple[Tensor, Tensor | None]:
+        """(mean loss, accuracy or None) of ``model`` over the examples (x, y), ``chunk`` at a time."""
+        loss_sum, correct = sum_over_chunks(x, y, chunk or self.eval_chunk, lambda xb, yb: self.score(model, xb, yb))
+        return loss_sum / (len(x) * self.loss_units), correct.double() / len(x)
 
     def data_tensors(self) -> list[Tensor]:
         """The tensors that hold the split data; a checkpoint stores their fingerprint."""

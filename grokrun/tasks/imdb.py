@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from urllib.error import URLError
 
 from grokrun.errors import UserError
-from grokrun.tasks.base import EpochBatches, Task, check_at_most, fork_global_generator, sum_over_chunks
+from grokrun.tasks.base import EpochBatches, Task, at_least_float32, check_at_most, fork_global_generator
 
 if TYPE_CHECKING:
     import torch
@@ -219,6 +219,8 @@ def build_model(cfg: Options):
 
 
 class ImdbTask(Task):
+    eval_chunk = 1000  # (not batchable: the LSTM's fused kernels have no vmap rule)
+
     def __init__(self, cfg: Options, seed: int, batch_size: int, device: torch.device, dtype: torch.dtype):
         import torch
 
@@ -237,24 +239,19 @@ class ImdbTask(Task):
         self.model = build_model(cfg).to(device=device, dtype=dtype)
         self.batches = EpochBatches(len(train_idx), batch_size, device, fork_global_generator())
 
-    def loss(self, idx: Tensor) -> Tensor:
+    def objective(self, model, data: tuple[Tensor, Tensor], idx: Tensor) -> Tensor:
         import torch.nn.functional as F
 
-        x, y = self.data["train"]
+        x, y = data
         # BCE on the sigmoid, as published: torch clamps log(0) to -100, and a saturated sigmoid passes
         # no gradient, which the large initialization makes common. BCE-with-logits would train differently.
-        return F.binary_cross_entropy(self.model(x[idx]), y[idx])
+        return F.binary_cross_entropy(model(x[idx]), y[idx])
 
-    def evaluate(self, split: str, chunk: int = 1000) -> tuple[Tensor, Tensor]:
+    def score(self, model, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         import torch.nn.functional as F
 
-        def score(xb: Tensor, yb: Tensor) -> tuple[Tensor, Tensor]:
-            p = self.model(xb).float()
-            return F.binary_cross_entropy(p, yb.float(), reduction="sum"), ((p > 0.5) == (yb > 0.5)).sum()
-
-        x, y = self.data[split]
-        loss_sum, correct = sum_over_chunks(x, y, chunk, score)
-        return loss_sum / len(x), correct.double() / len(x)
+        p = at_least_float32(model(x))
+        return F.binary_cross_entropy(p, y.to(p.dtype), reduction="sum"), ((p > 0.5) == (y > 0.5)).sum()
 
 
 def build(cfg, device: torch.device, dtype: torch.dtype) -> ImdbTask:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from urllib.error import URLError
 
 from grokrun.errors import UserError
-from grokrun.tasks.base import EpochBatches, Task, check_at_most, fork_global_generator, sum_over_chunks
+from grokrun.tasks.base import EpochBatches, Task, at_least_float32, check_at_most, fork_global_generator
 
 if TYPE_CHECKING:
     import torch
@@ -109,6 +109,9 @@ def build_model(cfg: Options):
 
 
 class MnistTask(Task):
+    batchable = True
+    eval_chunk = 10_000
+
     def __init__(self, cfg: Options, seed: int, batch_size: int, device: torch.device, dtype: torch.dtype):
         import torch
 
@@ -122,28 +125,23 @@ class MnistTask(Task):
 
         self.data = {"train": prepare(train_x[:n], train_y[:n]), "val": prepare(test_x, test_y)}
         self.mse = cfg.loss == "mse"
+        self.loss_units = 10 if self.mse else 1  # the MSE averages over the 10 outputs too, as torch's MSELoss
         self.batches = EpochBatches(n, batch_size, device, fork_global_generator())
 
     def _loss(self, logits: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
         import torch.nn.functional as F
 
-        if self.mse:  # on one-hot targets, averaged over the 10 outputs too, as torch's MSELoss
+        if self.mse:  # on one-hot targets
             return F.mse_loss(logits, F.one_hot(y, 10).to(logits.dtype), reduction=reduction)
         return F.cross_entropy(logits, y, reduction=reduction)
 
-    def loss(self, idx: Tensor) -> Tensor:
-        x, y = self.data["train"]
-        return self._loss(self.model(x[idx]), y[idx])
+    def objective(self, model, data: tuple[Tensor, Tensor], idx: Tensor) -> Tensor:
+        x, y = data
+        return self._loss(model(x[idx]), y[idx])
 
-    def evaluate(self, split: str, chunk: int = 10_000) -> tuple[Tensor, Tensor]:
-        def score(xb: Tensor, yb: Tensor) -> tuple[Tensor, Tensor]:
-            logits = self.model(xb).float()
-            return self._loss(logits, yb, reduction="sum"), (logits.argmax(-1) == yb).sum()
-
-        x, y = self.data[split]
-        loss_sum, correct = sum_over_chunks(x, y, chunk, score)
-        per_example = len(x) * (10 if self.mse else 1)
-        return loss_sum / per_example, correct.double() / len(x)
+    def score(self, model, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        logits = at_least_float32(model(x))
+        return self._loss(logits, y, reduction="sum"), (logits.argmax(-1) == y).sum()
 
 
 def build(cfg, device: torch.device, dtype: torch.dtype) -> MnistTask:

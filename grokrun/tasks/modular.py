@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from grokrun.errors import UserError
-from grokrun.tasks.base import EpochBatches, Task, check_at_most, fork_global_generator, sum_over_chunks
+from grokrun.tasks.base import EpochBatches, Task, at_least_float32, check_at_most, fork_global_generator
 
 if TYPE_CHECKING:
     import torch
@@ -163,6 +163,8 @@ def build_model(cfg: Options):
 
 
 class ModularTask(Task):
+    batchable = True
+
     def __init__(self, cfg: Options, seed: int, batch_size: int, device: torch.device, dtype: torch.dtype):
         import torch
 
@@ -180,22 +182,17 @@ class ModularTask(Task):
         }
         self.batches = EpochBatches(n_train, batch_size, device, fork_global_generator())
 
-    def loss(self, idx: Tensor) -> Tensor:
+    def objective(self, model, data: tuple[Tensor, Tensor], idx: Tensor) -> Tensor:
         import torch.nn.functional as F
 
-        x, y = self.data["train"]
-        return F.cross_entropy(self.model(x[idx]), y[idx])
+        x, y = data
+        return F.cross_entropy(model(x[idx]), y[idx])
 
-    def evaluate(self, split: str, chunk: int = 16384) -> tuple[Tensor, Tensor]:
+    def score(self, model, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         import torch.nn.functional as F
 
-        def score(xb: Tensor, yb: Tensor) -> tuple[Tensor, Tensor]:
-            logits = self.model(xb)
-            return F.cross_entropy(logits.float(), yb, reduction="sum"), (logits.argmax(-1) == yb).sum()
-
-        x, y = self.data[split]
-        loss_sum, correct = sum_over_chunks(x, y, chunk, score)
-        return loss_sum / len(x), correct.double() / len(x)
+        logits = model(x)
+        return F.cross_entropy(at_least_float32(logits), y, reduction="sum"), (logits.argmax(-1) == y).sum()
 
 
 def build(cfg, device: torch.device, dtype: torch.dtype) -> ModularTask:
