@@ -381,6 +381,7 @@ class Run:
                     if ended:  # the others go on, as one stack of the remaining seeds
                         keep = [j for j in range(len(self.active)) if j not in ended]
                         self._keep(keep)
+                        models = self.models
                         first_bad = first_bad[keep]
                         rows = [rows[j] for j in keep]
                     t0 = time.perf_counter()
