@@ -1,11 +1,15 @@
 """THE training loop, shared by every task: forward, backward, gradient filter, optimizer step.
 
     run_dir, summary = train(resolve(None, {"task": "modular", "filter.name": "ema"}))
+    results = train_seeds([cfg_seed0, cfg_seed1, ...])   # seeds together, one stacked model
 
 A task supplies the model, its data on the device, a loss and an evaluation (grokrun.tasks.base.Task);
 everything else lives here, once, in the order a run goes: set-up, restore (when resuming), the loop,
-evaluation, checkpoint and summary. Between evaluations the loop never waits for the device: losses stay
-tensors, divergence is a flag on the device, and step times are CUDA events read at the next evaluation.
+evaluation, checkpoint and summary. The loop trains N seeds of one config at once (grokrun.stacking: the
+task's own module for one seed, a stacked model for several), each with its own run directory, status and
+end. Between evaluations the loop never waits for the device: losses stay tensors, divergence is a flag per
+seed on the device, and step times are CUDA events read at the next evaluation, where one transfer brings
+every seed's metrics.
 """
 
 from __future__ import annotations
@@ -322,10 +326,10 @@ class Run:
     def loop(self, quiet: bool, console: Console | None) -> None:
         """Train from the start step until every seed has reached the budget or the target, diverged, or been
         stopped; each seed's summary is written as it ends."""
-        cfg, models = self.cfg, self.models
+        cfg = self.cfg
         max_steps, target = cfg.train.max_steps, cfg.train.stop_at_acc
         reset_peak_memory(self.device)
-        first_bad = torch.full((models.n,), -1, dtype=torch.long, device=self.device)  # first non-finite step
+        first_bad = torch.full((self.models.n,), -1, dtype=torch.long, device=self.device)  # first non-finite step
         progress = ProgressReport(self._name(), max_steps, self.start_step, quiet, console)
         step = self.start_step
         try:
@@ -335,17 +339,7 @@ class Run:
                 t0 = time.perf_counter()
                 for step in range(self.start_step + 1, max_steps + 1):
                     self.timer.start()
-                    idx = models.batch([self.batches[i].next() for i in self.active])
-                    with self.autocast:
-                        losses = models.losses(idx)
-                    self.optimizer.zero_grad(set_to_none=True)
-                    losses.sum().backward()  # the seeds' losses are independent: each gets its own gradient
-                    # Clipping (per seed) comes before the filter, as in the Grokfast IMDb script; no host sync.
-                    norms = models.grad_norms(cfg.optim.clip_grad)
-                    self.grad_filter.apply(models.params, amplify=step > cfg.filter.start)
-                    self.optimizer.step()
-                    self.scheduler.step()
-                    bad = ~torch.isfinite(losses.detach() + norms)
+                    bad = self.step(step)
                     first_bad = torch.where(bad & (first_bad < 0), step, first_bad)  # on the device: no wait
                     self.timer.stop()
                     is_eval, is_save = step in self.evals, step % self.save_every == 0 or step == max_steps
@@ -381,7 +375,6 @@ class Run:
                     if ended:  # the others go on, as one stack of the remaining seeds
                         keep = [j for j in range(len(self.active)) if j not in ended]
                         self._keep(keep)
-                        models = self.models
                         first_bad = first_bad[keep]
                         rows = [rows[j] for j in keep]
                     t0 = time.perf_counter()
@@ -392,6 +385,23 @@ class Run:
             for i in self.active:
                 self.writers[i].close()
             raise StoppedAtOnce(self.run_dirs[0] if len(self.cfgs) == 1 else _common_parent(self.run_dirs)) from None
+
+    def step(self, step: int) -> torch.Tensor:
+        """One training step of every seed still training: a batch each, forward, backward, clipping, filter,
+        optimizer and learning-rate schedule. Returns, on the device, whether each seed's loss or gradient
+        norm is non-finite; nothing here waits for the device."""
+        models, cfg = self.models, self.cfg
+        idx = models.batch([self.batches[i].next() for i in self.active])
+        with self.autocast:
+            losses = models.losses(idx)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()  # the seeds' losses are independent: each gets its own gradient
+        # Clipping (per seed) comes before the filter, as in the Grokfast IMDb script.
+        norms = models.grad_norms(cfg.optim.clip_grad)
+        self.grad_filter.apply(models.params, amplify=step > cfg.filter.start)
+        self.optimizer.step()
+        self.scheduler.step()
+        return ~torch.isfinite(losses.detach() + norms)
 
     def _keep(self, keep: list[int]) -> None:
         """Go on with the seeds at stack positions ``keep`` only: new parameters, optimizer and filter state
