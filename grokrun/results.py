@@ -162,18 +162,30 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def metric_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Steps and wall-clock to each val-accuracy threshold, best val acc, min val loss and its step."""
-    def first(threshold: float) -> dict | None:
-        return next((r for r in rows if r.get("val_acc") is not None and r["val_acc"] >= threshold), None)
+def first_at(rows: list[dict[str, Any]], column: str, threshold: float) -> dict[str, Any] | None:
+    """The first row whose ``column`` (val_acc, train_acc) reaches ``threshold``, or None."""
+    return next((r for r in rows if r.get(column) is not None and r[column] >= threshold), None)
 
-    hits = {f"{t:g}": first(t) for t in THRESHOLDS}
+
+def metric_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Steps and wall-clock to each accuracy threshold, on validation and on the training set; the grokking delay
+    at each (validation steps minus training steps, and their ratio, where both were reached); best val acc,
+    min val loss and its step. The training set is scored more sparsely (``train_eval_every``), so its
+    crossing, and the delay, are read on that coarser grid."""
+    val = {f"{t:g}": first_at(rows, "val_acc", t) for t in THRESHOLDS}
+    train = {f"{t:g}": first_at(rows, "train_acc", t) for t in THRESHOLDS}
     accs = [r["val_acc"] for r in rows if r.get("val_acc") is not None]
     losses = [(r["val_loss"], r["step"]) for r in rows if r.get("val_loss") is not None and math.isfinite(r["val_loss"])]
     best_loss = min(losses, default=(None, None))
+    delay = {k: ({"steps": val[k]["step"] - train[k]["step"],
+                  "ratio": val[k]["step"] / train[k]["step"] if train[k]["step"] else None}
+                 if val[k] and train[k] else None) for k in val}
     return {
-        "steps_to_val_acc": {k: (r["step"] if r else None) for k, r in hits.items()},
-        "wall_s_to_val_acc": {k: (r["wall_s"] if r else None) for k, r in hits.items()},
+        "steps_to_val_acc": {k: (r["step"] if r else None) for k, r in val.items()},
+        "wall_s_to_val_acc": {k: (r["wall_s"] if r else None) for k, r in val.items()},
+        "steps_to_train_acc": {k: (r["step"] if r else None) for k, r in train.items()},
+        "wall_s_to_train_acc": {k: (r["wall_s"] if r else None) for k, r in train.items()},
+        "grokking_delay": delay,
         "best_val_acc": max(accs, default=None),
         "min_val_loss": best_loss[0],
         "min_val_loss_step": best_loss[1],

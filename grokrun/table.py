@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grokrun.results import FINISHED, Run, write_text_atomic
+from grokrun.results import FINISHED, Run, first_at, write_text_atomic
 
 INF = math.inf
 
@@ -74,6 +74,8 @@ class RunResult:
     min_val_loss: float | None
     min_val_loss_step: int | None
     diverged_at: int | None  # the first step with a non-finite loss or gradient
+    delay: Bound | None = None  # grokking delay: steps to the threshold on validation minus on the training set
+    delay_ratio: Bound | None = None  # and their ratio
 
     @property
     def ended(self) -> str:
@@ -93,7 +95,7 @@ def run_result(run: Run, threshold: float) -> RunResult:
     status = s.get("status", "incomplete")
     steps = s.get("steps", rows[-1]["step"] if rows else 0)
     wall = s.get("wall_s", rows[-1]["wall_s"] if rows else 0.0)
-    hit = next((r for r in rows if r.get("val_acc") is not None and r["val_acc"] >= threshold), None)
+    hit = first_at(rows, "val_acc", threshold)
     if hit is not None:
         steps_to, wall_to = Bound(hit["step"], hit["step"]), Bound(hit["wall_s"], hit["wall_s"])
     elif status == "diverged":  # a run whose loss is not finite never gets there
@@ -103,9 +105,14 @@ def run_result(run: Run, threshold: float) -> RunResult:
     accs = [r["val_acc"] for r in rows if r.get("val_acc") is not None]
     losses = [(r["val_loss"], r["step"]) for r in rows if r.get("val_loss") is not None and math.isfinite(r["val_loss"])]
     min_loss, min_step = min(losses, default=(None, None))
+    train_hit = first_at(rows, "train_acc", threshold)
+    delay = delay_ratio = None
+    if train_hit is not None:  # where validation never got there, the delay is at least what was run since
+        delay = Bound(steps_to.lo - train_hit["step"], steps_to.hi - train_hit["step"])
+        delay_ratio = ratio(steps_to, Bound(train_hit["step"], train_hit["step"]))
     return RunResult(run, run.config.get("seed"), status, steps, hit is not None, steps_to, wall_to,
                      s.get("ms_per_step"), s.get("peak_memory_mb"), max(accs, default=None), min_loss, min_step,
-                     s.get("diverged_at"))
+                     s.get("diverged_at"), delay, delay_ratio)
 
 
 @dataclass
@@ -120,6 +127,8 @@ class Row:
     wall_range: tuple[float, float] | None = None
     speedup_steps: Bound | None = None
     speedup_wall: Bound | None = None
+    delay: Bound | None = None  # median grokking delay (steps), over the runs whose training set got there
+    delay_ratio: Bound | None = None
     ms_per_step: float | None = None
     peak_memory_mb: float | None = None
     best_val_acc: float | None = None
@@ -155,6 +164,8 @@ def tabulate(variants: list[tuple[str, list[Run]]], threshold: float = 0.95) -> 
         row.wall_to = median_bound([r.wall_to for r in results])
         row.steps_range = _range([r.steps_to.lo for r in results if r.reached])
         row.wall_range = _range([r.wall_to.lo for r in results if r.reached])
+        row.delay = median_bound([r.delay for r in results if r.delay is not None])
+        row.delay_ratio = median_bound([r.delay_ratio for r in results if r.delay_ratio is not None])
         row.ms_per_step = _median([r.ms_per_step for r in results])
         row.peak_memory_mb = max((r.peak_memory_mb for r in results if r.peak_memory_mb is not None), default=None)
         row.best_val_acc = _median([r.best_val_acc for r in results])
@@ -208,6 +219,17 @@ def fmt_speedup(b: Bound | None) -> str:
     return "—"
 
 
+def fmt_delay(steps: Bound | None, times: Bound | None) -> str:
+    """"1,200 (×2.5)": steps from the training set's crossing to validation's, and their ratio; "≥" where
+    validation did not get there; "—" where the training set did not either."""
+    if steps is None or math.isinf(steps.lo):
+        return "—"
+    text = fmt_bound(steps, fmt_steps)
+    if times is not None and not math.isinf(times.lo):
+        text += f" (×{times.lo:.3g})" if times.exact else f" (≥ ×{times.lo:.3g})"
+    return text
+
+
 def _opt(v: float | None, spec: str) -> str:
     return "—" if v is None else format(v, spec)
 
@@ -245,11 +267,12 @@ def columns(rows: list[Row], threshold: float, compact: bool = False) -> tuple[l
     pct = percent(threshold)
     if any(r.has_accuracy for r in rows):
         headers = ["variant", f"reached {pct}", f"steps to {pct} (median)", "steps min–max",
-                   f"time to {pct} (median, s)", "time min–max", "ms/step", "peak MB", "speedup (steps)", "speedup (time)", "best val acc",
-                   "min val loss", "notes"]
+                   f"time to {pct} (median, s)", "time min–max", "grokking delay (median)", "ms/step", "peak MB",
+                   "speedup (steps)", "speedup (time)", "best val acc", "min val loss", "notes"]
         cells = [[r.name, f"{r.reached}/{len(r.results)}", fmt_bound(r.steps_to, fmt_steps),
                   _range_text(r.steps_range, fmt_steps), fmt_bound(r.wall_to, fmt_seconds),
-                  _range_text(r.wall_range, fmt_seconds), _opt(r.ms_per_step, ".2f"), _opt(r.peak_memory_mb, ",.0f"),
+                  _range_text(r.wall_range, fmt_seconds), fmt_delay(r.delay, r.delay_ratio),
+                  _opt(r.ms_per_step, ".2f"), _opt(r.peak_memory_mb, ",.0f"),
                   "baseline" if i == 0 else fmt_speedup(r.speedup_steps),
                   "baseline" if i == 0 else fmt_speedup(r.speedup_wall),
                   _opt(r.best_val_acc, ".3f"), _opt(r.min_val_loss, ".4g"), "; ".join(r.notes)]
@@ -278,7 +301,9 @@ def columns(rows: list[Row], threshold: float, compact: bool = False) -> tuple[l
 def footnote(rows: list[Row], threshold: float) -> str:
     seeds = sorted({str(r.seed) for row in rows for r in row.results})
     text = (f"Median over seeds ({', '.join(seeds)}); min–max over the seeds that reached the threshold. "
-            "Time is training time, evaluation excluded. Speedups are baseline median / variant median.")
+            "Time is training time, evaluation excluded. Speedups are baseline median / variant median. "
+            "Grokking delay: steps to the threshold on validation minus on the training set (× their ratio), "
+            "the training set's crossing read where it is scored (every 10th evaluation by default).")
     together = {(row.name, r.run.summary.get("trained_with")) for row in rows for r in row.results
                 if r.run.summary and r.run.summary.get("trained_with", 1) > 1}
     if together:
@@ -332,7 +357,8 @@ CSV_COLUMNS = ["variant", "runs", "reached", "threshold", "steps_to_threshold_me
                "steps_to_threshold_median_hi", "steps_to_threshold_min", "steps_to_threshold_max",
                "wall_s_to_threshold_median_lo", "wall_s_to_threshold_median_hi", "wall_s_to_threshold_min",
                "wall_s_to_threshold_max", "speedup_steps_lo", "speedup_steps_hi", "speedup_wall_lo",
-               "speedup_wall_hi", "ms_per_step_median", "peak_memory_mb_max", "best_val_acc_median",
+               "speedup_wall_hi", "grokking_delay_median_lo", "grokking_delay_median_hi", "delay_ratio_median_lo",
+               "delay_ratio_median_hi", "ms_per_step_median", "peak_memory_mb_max", "best_val_acc_median",
                "min_val_loss_median", "min_val_loss_min", "min_val_loss_max", "min_val_loss_step_median",
                "statuses"]
 
@@ -358,7 +384,9 @@ def write_csv(rows: list[Row], path: Path, threshold: float) -> None:
         w.writerow([row.name, len(row.results), row.reached if row.has_accuracy else "", threshold,
                     *lo_hi(row.steps_to if row.has_accuracy else None), *min_max(row.steps_range),
                     *lo_hi(row.wall_to if row.has_accuracy else None), *min_max(row.wall_range),
-                    *lo_hi(row.speedup_steps), *lo_hi(row.speedup_wall), num(row.ms_per_step),
+                    *lo_hi(row.speedup_steps), *lo_hi(row.speedup_wall),
+                    *lo_hi(row.delay if row.has_accuracy else None), *lo_hi(row.delay_ratio if row.has_accuracy else None),
+                    num(row.ms_per_step),
                     num(row.peak_memory_mb), num(row.best_val_acc), num(row.min_val_loss),
                     *min_max(row.min_val_loss_range), num(row.min_val_loss_step),
                     ";".join(f"{k}:{v}" for k, v in statuses.items())])

@@ -262,6 +262,25 @@ def test_metric_summary_by_hand():
     assert s["steps_to_val_acc"] == {"0.5": 10, "0.9": 10, "0.95": 20, "0.99": None}
     assert s["wall_s_to_val_acc"] == {"0.5": 1.0, "0.9": 1.0, "0.95": 2.0, "0.99": None}
     assert (s["best_val_acc"], s["min_val_loss"], s["min_val_loss_step"]) == (0.96, 1.0, 10)
+    assert s["steps_to_train_acc"] == {"0.5": None, "0.9": None, "0.95": None, "0.99": None}  # never scored
+    assert s["grokking_delay"] == {"0.5": None, "0.9": None, "0.95": None, "0.99": None}
+
+
+def test_grokking_delay_by_hand():
+    """Training accuracy crosses 0.95 at step 10 (scored at steps 0, 10 and 30), validation at step 40: a delay of
+    30 steps, 4 times the training set's; at 0.5 both cross at step 10; 0.99 is reached on the training set only."""
+    rows = [
+        {"step": 0, "wall_s": 0.0, "train_acc": 0.1, "val_acc": 0.1},
+        {"step": 10, "wall_s": 1.0, "train_acc": 0.97, "val_acc": 0.6},
+        {"step": 20, "wall_s": 2.0, "train_acc": None, "val_acc": 0.8},
+        {"step": 30, "wall_s": 3.0, "train_acc": 1.0, "val_acc": 0.9},
+        {"step": 40, "wall_s": 4.0, "train_acc": None, "val_acc": 0.96},
+    ]
+    s = metric_summary(rows)
+    assert s["steps_to_train_acc"] == {"0.5": 10, "0.9": 10, "0.95": 10, "0.99": 30}
+    assert s["wall_s_to_train_acc"]["0.99"] == 3.0
+    assert s["grokking_delay"] == {"0.5": {"steps": 0, "ratio": 1.0}, "0.9": {"steps": 20, "ratio": 3.0},
+                                   "0.95": {"steps": 30, "ratio": 4.0}, "0.99": None}
 
 
 @pytest.mark.slow

@@ -179,3 +179,19 @@ def test_runs_group_into_variants_baseline_first(tmp_path):
     assert [(name, [r.config["seed"] for r in g]) for name, g in groups] == [
         ("none", [0]), ("ema", [0, 1]), ("ema [filter.lamb=5.0]", [2])]
     assert warnings == [f"skipping {tmp_path / 'ema-seed1-2'}: it repeats seed 1 of {tmp_path / 'ema-seed1'}"]
+
+
+def test_grokking_delay_column_with_censored_runs(tmp_path):
+    """conftest's runs reach 100% training accuracy at step 100. Seeds reaching 95% validation at steps 300 and 500
+    have delays 200 and 400 (×3, ×5); a seed that never does in 3,000 steps has a delay of at least 2,900. The
+    median of (200, 400, ≥ 2,900) is 400 exactly."""
+    rows = tabulate([variant(tmp_path, "ema", [{"val_acc": reaching(300)}, {"val_acc": reaching(500)},
+                                                {"val_acc": reaching(None)}])])
+    delays = [r.delay for r in rows[0].results]
+    assert delays == [Bound(200, 200), Bound(400, 400), Bound(2900, INF)]
+    assert rows[0].delay == Bound(400, 400) and rows[0].delay_ratio == Bound(5, 5)  # median of ×3, ×5, ≥ ×30
+    headers, cells = columns(rows, 0.95)
+    assert cells[0][headers.index("grokking delay (median)")] == "400 (×5)"
+    rows = tabulate([variant(tmp_path / "b", "ema", [{"val_acc": reaching(None)}])])
+    headers, cells = columns(rows, 0.95)
+    assert cells[0][headers.index("grokking delay (median)")] == "≥ 2,900 (≥ ×30)"
