@@ -39,8 +39,9 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-def _flag_parameters() -> tuple[list[inspect.Parameter], dict[str, str]]:
-    """One keyword parameter per config field; None means 'not given', so presets and files show through."""
+def _flag_parameters(text: bool = False) -> tuple[list[inspect.Parameter], dict[str, str]]:
+    """One keyword parameter per config field; None means 'not given', so presets and files show through. With
+    ``text``, every flag but the on/off ones takes text (a sweep's lists and ranges)."""
     params, keys = [], {}
     for flag in flags():
         decl = f"--{flag.name}/--no-{flag.name}" if flag.type is bool else f"--{flag.name}"
@@ -50,21 +51,24 @@ def _flag_parameters() -> tuple[list[inspect.Parameter], dict[str, str]]:
         option = typer.Option(decl, help=help, rich_help_panel=flag.panel, show_default=False,
                               metavar="" if flag.type is bool else None)  # an on/off flag takes no value
         name = flag.name.replace("-", "_")
+        kind = str if text and flag.type is not bool else flag.type
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
-                                        annotation=Annotated[Optional[flag.type], option]))
+                                        annotation=Annotated[Optional[kind], option]))
         keys[name] = flag.key
     return params, keys
 
 
 FLAG_PARAMETERS, FLAG_KEYS = _flag_parameters()
+TEXT_FLAG_PARAMETERS, _ = _flag_parameters(text=True)
 
 
-def with_config_flags(exclude: tuple[str, ...] = ()):
-    """Give a command every config flag but ``exclude``: its ``**values`` receives them by Python name."""
+def with_config_flags(exclude: tuple[str, ...] = (), text: bool = False):
+    """Give a command every config flag but ``exclude``: its ``**values`` receives them by Python name (as text,
+    with ``text``: a sweep's lists and ranges)."""
     def decorate(func):
         sig = inspect.signature(func, eval_str=True)
         own = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-        extra = [p for p in FLAG_PARAMETERS if p.name not in exclude]
+        extra = [p for p in (TEXT_FLAG_PARAMETERS if text else FLAG_PARAMETERS) if p.name not in exclude]
         func.__signature__ = sig.replace(parameters=[*own, *extra])
         return func
     return decorate
@@ -325,6 +329,76 @@ def _check_reporting(threshold: float, fmt: str) -> None:
 
 
 @app.command()
+@with_config_flags(exclude=("seed", "out", "name"), text=True)
+def sweep(
+    grid_file: Annotated[Optional[Path], typer.Argument(
+        help="A TOML grid (configs/sweeps/*.toml): seeds, threshold, \\[fixed] settings and \\[grid] axes; flags add "
+        "axes or override it.", show_default=False)] = None,
+    seeds: Annotated[Optional[str], typer.Option(
+        help="Seeds of each point: 0,1,2 or 0-2; a point's seeds train as one stacked model where the task allows. "
+        "[dim]\\[default: the grid file's, else 0][/dim]", rich_help_panel="Sweep", show_default=False)] = None,
+    threshold: Annotated[Optional[float], typer.Option(
+        help="Validation accuracy whose first crossing the table and figures report. [dim]\\[default: the grid "
+        "file's, else 0.99][/dim]", rich_help_panel="Sweep", show_default=False)] = None,
+    jobs: Annotated[int, typer.Option(help="Points trained at once, in parallel processes.",
+                                      rich_help_panel="Sweep")] = 1,
+    no_batch: Annotated[bool, typer.Option(
+        "--no-batch", help="Train each point's seeds one after another instead of as one stacked model.",
+        rich_help_panel="Sweep", metavar="")] = False,
+    out_dir: Annotated[Optional[str], typer.Option(
+        "--out", help="Output folder. [dim]\\[default: the newest results/sweep-<task>-* of the same grid, else a "
+        "new results/sweep-<task>-<time>][/dim]", rich_help_panel="Sweep", show_default=False)] = None,
+    fmt: Annotated[str, typer.Option("--format", help="Figure format: png | svg | pdf.",
+                                     rich_help_panel="Sweep")] = "png",
+    quiet: QuietOption = False,
+    **values: Any,
+) -> None:
+    """Train a grid of runs: every combination of the swept settings, times the seeds; then sweep.csv, figures
+    and report.html.
+
+    Any flag takes several values, a comma list or an inclusive range lo:hi:step:
+    [b]grokrun sweep --task modular --op add,div --train-frac 0.2:0.6:0.1 --filter none,ema --seeds 0-2
+    --threshold 0.99[/b]. Each run is an ordinary run directory, named after its point. Running the same command
+    again reuses complete runs and resumes interrupted ones.
+    """
+    from grokrun import sweep as sw
+    from grokrun.flags import flags as all_flags
+
+    try:
+        if out_dir == "":
+            raise UserError("--out must name a folder (it is empty)")
+        if threshold is not None and not 0 < threshold <= 1:
+            raise UserError(f"--threshold must be in (0, 1], got {threshold}")
+        if fmt not in ("png", "svg", "pdf"):
+            raise UserError(f"unknown format {fmt!r}; choose one of: png, svg, pdf")
+        by_key = {f.key: f for f in all_flags()}
+        grid = sw.read_grid_file(grid_file, by_key) if grid_file is not None else sw.Grid({}, [])
+        by_name = {f.name: f for f in all_flags()}
+        for name, text in values.items():
+            if text is None:
+                continue
+            flag = by_name[name.replace("_", "-")]
+            key = FLAG_KEYS[name]
+            grid.axes = [a for a in grid.axes if a.key != key]  # the command line wins over the file
+            grid.fixed.pop(key, None)
+            parsed = [text] if flag.type is bool else sw.parse_values(text, flag.type, flag.name)
+            if len(parsed) == 1:
+                grid.fixed[key] = parsed[0]
+            else:
+                grid.axes.append(sw.Axis(key, flag.name, parsed))
+        if seeds is not None:
+            grid.seeds = parse_seeds(seeds)
+        if threshold is not None:
+            grid.threshold = threshold
+        finished = sw.sweep(grid, jobs, None if out_dir is None else Path(out_dir), fmt, quiet, out,
+                            batch=not no_batch)
+    except UserError as e:
+        fail(str(e))
+    if not finished:
+        raise typer.Exit(130)
+
+
+@app.command()
 def plot(
     path: Annotated[Path, typer.Argument(help="A run directory, or a folder searched for them.", show_default=False)],
     threshold: PlotThreshold = 0.95,
@@ -341,6 +415,13 @@ def plot(
     from grokrun.plot import plot_path
 
     report = plot_path(path, fmt, threshold)
+    from grokrun.sweep import read_manifest, write_outputs
+
+    if read_manifest(path) is not None:  # a sweep's folder: its table and figures
+        try:
+            report.overlays += [p for p in write_outputs(path, fmt) if p.suffix == f".{fmt}"]
+        except UserError as e:
+            report.warnings.append(str(e))
     for problem in report.warnings:
         warn(problem)
     if not report.runs:

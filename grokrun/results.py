@@ -28,6 +28,7 @@ RUN_FILES = (CONFIG, METRICS, SUMMARY, CHECKPOINT)
 
 METRIC_COLUMNS = ["step", "wall_s", "train_loss", "train_acc", "val_loss", "val_acc", "weight_norm"]
 THRESHOLDS = (0.5, 0.9, 0.95, 0.99)
+SWEEP_MANIFEST = "sweep.json"  # in a sweep's folder: what was swept (grokrun.sweep)
 STATUSES = ("completed", "stopped_at_target", "interrupted", "diverged")
 FINISHED = ("completed", "stopped_at_target")  # ended as planned
 FINAL = (*FINISHED, "diverged")  # nothing left to resume: running it again gives the same
