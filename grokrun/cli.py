@@ -340,11 +340,21 @@ def sweep(
     threshold: Annotated[Optional[float], typer.Option(
         help="Validation accuracy whose first crossing the table and figures report. [dim]\\[default: the grid "
         "file's, else 0.99][/dim]", rich_help_panel="Sweep", show_default=False)] = None,
-    jobs: Annotated[int, typer.Option(help="Points trained at once, in parallel processes.",
+    jobs: Annotated[int, typer.Option(help="Points trained at once, in parallel processes (--backend local).",
                                       rich_help_panel="Sweep")] = 1,
     no_batch: Annotated[bool, typer.Option(
         "--no-batch", help="Train each point's seeds one after another instead of as one stacked model.",
         rich_help_panel="Sweep", metavar="")] = False,
+    backend: Annotated[str, typer.Option(
+        help="local (this machine's processes) | ray (Ray tasks: pip install 'grokrun[ray]').",
+        rich_help_panel="Sweep")] = "local",
+    address: Annotated[Optional[str], typer.Option(
+        help="Ray cluster to use: auto (the one this machine belongs to) or HOST:PORT. [dim]\\[default: a local Ray "
+        "instance, started for the sweep][/dim]", rich_help_panel="Sweep", show_default=False)] = None,
+    cpus_per_run: Annotated[float, typer.Option(help="CPUs per Ray task (a point's seeds).",
+                                                rich_help_panel="Sweep")] = 1.0,
+    gpus_per_run: Annotated[float, typer.Option(help="GPUs per Ray task: 0.25 packs four on a GPU.",
+                                                rich_help_panel="Sweep")] = 0.0,
     out_dir: Annotated[Optional[str], typer.Option(
         "--out", help="Output folder. [dim]\\[default: the newest results/sweep-<task>-* of the same grid, else a "
         "new results/sweep-<task>-<time>][/dim]", rich_help_panel="Sweep", show_default=False)] = None,
@@ -390,8 +400,8 @@ def sweep(
             grid.seeds = parse_seeds(seeds)
         if threshold is not None:
             grid.threshold = threshold
-        finished = sw.sweep(grid, jobs, None if out_dir is None else Path(out_dir), fmt, quiet, out,
-                            batch=not no_batch)
+        finished = sw.sweep(grid, sw.Backend(backend, jobs, address, cpus_per_run, gpus_per_run),
+                            None if out_dir is None else Path(out_dir), fmt, quiet, out, batch=not no_batch)
     except UserError as e:
         fail(str(e))
     if not finished:

@@ -229,13 +229,31 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
 
 # --- running -------------------------------------------------------------------------------------------------
 
-def sweep(grid: Grid, jobs: int, out: Path | None, fmt: str, quiet: bool, console, batch: bool = True) -> bool:
+@dataclass
+class Backend:
+    """Where the runs train: "local" (this process, or ``jobs`` worker processes) or "ray" (Ray tasks at
+    ``address``, or a local Ray instance, each with ``cpus`` CPUs and ``gpus`` GPUs)."""
+    name: str = "local"
+    jobs: int = 1
+    address: str | None = None
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+
+BACKENDS = ("local", "ray")
+
+
+def sweep(grid: Grid, backend: Backend, out: Path | None, fmt: str, quiet: bool, console, batch: bool = True) -> bool:
     """Train what the folder lacks, a line per run as it ends; then write sweep.csv, the figures and report.html.
     Returns False if the user interrupted (the same command continues)."""
     from grokrun.table import count, headline
 
-    if jobs < 1:
-        raise UserError(f"--jobs must be >= 1, got {jobs}")
+    if backend.name not in BACKENDS:
+        raise UserError(f"unknown backend {backend.name!r}; choose one of: {', '.join(BACKENDS)}")
+    if backend.jobs < 1:
+        raise UserError(f"--jobs must be >= 1, got {backend.jobs}")
+    if backend.name == "local" and (backend.address is not None or backend.gpus):
+        raise UserError("--address and --gpus-per-run are for --backend ray")
     runs = configs(grid)
     if out is not None:
         check_folder(out)
@@ -258,7 +276,12 @@ def sweep(grid: Grid, jobs: int, out: Path | None, fmt: str, quiet: bool, consol
                              f"{headline(read_run(job.path), grid.threshold)}"))
 
     try:
-        finished = run_jobs(planned, jobs, quiet, console, report, batch)
+        if backend.name == "ray":
+            from grokrun.distributed import run_on_ray
+
+            finished = run_on_ray(planned, backend.address, backend.cpus, backend.gpus, batch, console, report)
+        else:
+            finished = run_jobs(planned, backend.jobs, quiet, console, report, batch)
     except KeyboardInterrupt:
         finished = False
     written = write_outputs(folder, fmt)

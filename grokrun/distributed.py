@@ -1,0 +1,110 @@
+"""Training a sweep's runs as Ray tasks, on this machine or a Ray cluster (``pip install 'grokrun[ray]'``).
+
+    finished = run_on_ray(jobs, address=None, cpus=1, gpus=0, batch=True, report=...)
+
+Each group of runs trained together (a point's seeds; grokrun.engine.group_runs) is one Ray task with its
+share of CPUs and GPUs (``gpus=0.25`` packs four on a GPU). The task writes its run directories itself, so
+the sweep folder must be at the same path on every machine (a shared filesystem, as on most clusters). A task
+whose worker is lost is retried by Ray, and the retry resumes each run from its checkpoint (or starts it
+again if it had none yet): a lost worker costs at most the steps since the last checkpoint. Ray is imported
+only here, only when asked for.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+from grokrun.errors import UserError
+
+RETRIES = 3  # times a task whose worker died is run again
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--backend ray needs Ray: pip install 'grokrun[ray]' (or use --backend local)") from None
+    return ray
+
+
+def _train_unit(runs: list[tuple[Any, str]], threads: int) -> list[tuple[str, dict]]:
+    """In a Ray worker: train (or resume, after a lost worker) runs together; (run dir, summary) of each."""
+    import torch
+
+    from grokrun import checkpoint
+    from grokrun.engine import train_seeds
+    from grokrun.results import CHECKPOINT, CONFIG, FINAL, read_run
+
+    torch.set_num_threads(max(1, threads))
+    todo, done = [], []
+    for cfg, path in runs:
+        path = Path(path)
+        summary = (read_run(path).summary or {}) if (path / CONFIG).is_file() else {}
+        if summary.get("status") in FINAL:
+            done.append((str(path), summary))  # finished before this worker (a retry after its summary was written)
+        else:
+            if path.exists() and not (path / CHECKPOINT).is_file():
+                shutil.rmtree(path)  # started, no checkpoint yet: start again
+            todo.append((cfg, path if (path / CHECKPOINT).is_file() else None))
+    steps = {checkpoint.step_of(r) for _, r in todo if r is not None}
+    if todo and (len(steps) > 1 or (steps and any(r is None for _, r in todo))):
+        # seeds left at different points (one had checkpointed, another not): each continues on its own
+        results = [pair for cfg, r in todo for pair in train_seeds([cfg], quiet=True, resume=None if r is None else [r])]
+    elif todo:
+        resumes = [r for _, r in todo]
+        results = train_seeds([c for c, _ in todo], quiet=True, resume=None if resumes[0] is None else resumes)
+    else:
+        results = []
+    return done + [(str(p), s) for p, s in results]
+
+
+def run_on_ray(jobs: list, address: str | None, cpus: float, gpus: float, batch: bool, console,
+               report: Callable[[Any, dict], None]) -> bool:
+    """Train every job not reused as Ray tasks, reporting each run as its task ends. Returns False if the user
+    interrupted (running tasks are cancelled; the same command resumes them from their checkpoints)."""
+    from rich.markup import escape
+
+    from grokrun.engine import group_runs
+
+    ray = _ray()
+    if cpus <= 0 or gpus < 0:
+        raise UserError(f"--cpus-per-run must be > 0 and --gpus-per-run >= 0, got {cpus:g} and {gpus:g}")
+    todo = [j for j in jobs if j.action != "reuse"]
+    if not todo:
+        return True
+    by_path = {j.path: j for j in todo}
+    # grouped as new runs: a worker decides, when it starts, what to resume (a retry finds checkpoints)
+    units = group_runs([(j.config, None) for j in todo], batch, note=lambda text: console.print(escape(text)))
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
+                 configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise UserError(f"cannot reach a Ray cluster at {address}: {' '.join(str(e).split())[:160]} "
+                        "(start one with `ray start --head`, or leave out --address for a local one)") from None
+    where = "a local Ray instance" if address is None else f"the Ray cluster at {address}"
+    console.print(escape(f"{len(units)} Ray task{'s' * (len(units) != 1)} on {where}: {cpus:g} CPU"
+                         f"{f' and {gpus:g} GPU' if gpus else ''} each"))
+    remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=RETRIES)(_train_unit)
+    threads = max(1, int(cpus))
+    pending = {remote.remote([(cfg, str(Path(cfg.out) / cfg.name)) for cfg, _ in unit], threads): unit
+               for unit in units}
+    try:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                pending.pop(ref)
+                try:
+                    results = ray.get(ref)
+                except ray.exceptions.RayError as e:  # failed RETRIES + 1 times, or by an error of its own
+                    why = " ".join(str(e).split())[-200:]
+                    raise UserError(f"a Ray task failed ({type(e).__name__}: ...{why}); the same command "
+                                    "resumes its runs") from None
+                for path, summary in results:
+                    report(by_path[Path(path)], summary)
+        return True
+    except KeyboardInterrupt:
+        for ref in pending:
+            ray.cancel(ref)
+        return False

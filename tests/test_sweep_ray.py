@@ -1,0 +1,83 @@
+"""The Ray backend of grokrun sweep, against a local Ray instance (CI installs the ray extra)."""
+
+import csv
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+ray = pytest.importorskip("ray")
+
+TINY = ["--task", "modular", "--op", "add", "--p", "11", "--width", "16", "--layers", "1", "--heads", "2",
+        "--batch-size", "32", "--eval-every", "4", "--quiet"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Ray tasks train with --cpus-per-run threads (1); the local runs they are compared with use as many."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+    ray.shutdown()
+
+
+def table(folder):
+    with open(folder / "sweep.csv", newline="") as f:
+        return {r["run_dir"]: {k: v for k, v in r.items() if not k.startswith("wall_s")} for r in csv.DictReader(f)}
+
+
+def test_ray_gives_the_sweep_table_of_the_local_backend(cli, tmp_path):
+    grid = [*TINY, "--max-steps", "12", "--train-frac", "0.5,0.8", "--filter", "none,ema", "--seeds", "0,1",
+            "--threshold", "0.1"]
+    local = cli(["sweep", *grid, "--out", tmp_path / "local"])
+    assert local.exit_code == 0, local.output
+    remote = cli(["sweep", *grid, "--backend", "ray", "--out", tmp_path / "ray"])
+    assert remote.exit_code == 0, remote.output
+    assert "4 Ray tasks on a local Ray instance: 1 CPU each" in remote.stdout
+    assert table(tmp_path / "ray") == table(tmp_path / "local")
+    assert len(table(tmp_path / "ray")) == 8
+
+
+def _worker_pids():
+    """Processes of Ray workers running a grokrun task (Ray names them after the task's function)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and b"ray::_train_unit" in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_a_killed_worker_loses_no_run(cli, tmp_path):
+    """SIGKILL the worker once its run has a checkpoint: Ray runs the task again, which resumes from it, and the run
+    ends with the metrics of a run never interrupted."""
+    args = [*TINY, "--max-steps", "300", "--checkpoint-every", "20", "--train-frac", "0.5", "--seeds", "0"]
+    out = tmp_path / "ray"
+    run = out / "point-seed0"
+    killed = []
+
+    def kill_once_checkpointed():
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            pids = _worker_pids()
+            if pids and (run / "checkpoint.pt").is_file():
+                os.kill(pids[0], 9)
+                killed.append(pids[0])
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_once_checkpointed)
+    killer.start()
+    result = cli(["sweep", *args, "--backend", "ray", "--out", out])
+    killer.join()
+    assert killed, "the worker finished before it could be killed"
+    assert result.exit_code == 0, result.output
+    whole = cli(["sweep", *args, "--out", tmp_path / "local"])
+    assert whole.exit_code == 0, whole.output
+    assert table(out) == table(tmp_path / "local")
+    assert table(out)["point-seed0"]["status"] == "completed"
