@@ -97,6 +97,8 @@ class RunBase:
     """Parent folder of run directories."""
     name: str = ""
     """Run directory name (default <task>-<filter>-seed<seed>; a suffix is added if it exists)."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files, in the run directory's tensorboard/ (pip install 'grokrun[tensorboard]')."""
     filter: FilterConfig = field(default_factory=FilterConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -36,7 +36,7 @@ from grokrun.filters import FILTERS, describe_variant
 from grokrun.measure import StepTimer, peak_memory_mb, reset_peak_memory, synchronize
 from grokrun.optim import make_optimizer, warmup_factor
 from grokrun.stacking import Single, Stacked, split_filter, split_optimizer, stack_filter, stack_optimizer
-from grokrun.results import (CHECKPOINT, CONFIG, METRICS, SUMMARY, RunWriter, differences, first_difference,
+from grokrun.results import (CHECKPOINT, CONFIG, METRICS, OUTPUT_SETTINGS, SUMMARY, RunWriter, differences, first_difference,
                              metric_summary, new_run_dir)
 from grokrun.tasks import task
 
@@ -242,6 +242,8 @@ class Run:
         if any(s != settings[0] for s in settings) or len({c.seed for c in cfgs}) < len(cfgs):
             raise ValueError("runs trained together must differ in their seed only")
         self.device = pick_device(cfg.device)
+        if cfg.tensorboard:
+            _board_available()
         param_dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if cfg.dtype == "bfloat16"
                          else nullcontext())
@@ -504,6 +506,14 @@ class Run:
         return summary
 
 
+def _board_available() -> None:
+    """--tensorboard needs the tensorboard package: say so before anything is written."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        raise UserError("--tensorboard needs TensorBoard: pip install 'grokrun[tensorboard]'")
+
+
 def _check_checkpoint(saved: dict[str, Any], cfg, fingerprint: str, run_dir: Path) -> None:
     if "settings" in saved:  # (checkpoints written before settings were stored have only the data's)
         diff = differences(saved["settings"], _resumable_settings(cfg))
@@ -537,7 +547,7 @@ def _common_parent(paths: list[Path]) -> Path:
 def _resumable_settings(cfg, seed: bool = True) -> dict[str, Any]:
     """What a checkpoint must agree with to resume: every setting but where the run directory lies (and,
     for runs trained together, but the seed)."""
-    return {k: v for k, v in to_dict(cfg).items() if k not in ("out", "name") and (seed or k != "seed")}
+    return {k: v for k, v in to_dict(cfg).items() if k not in OUTPUT_SETTINGS and (seed or k != "seed")}
 
 
 def _to(state: Any, device: torch.device) -> Any:

@@ -122,6 +122,7 @@ class RunWriter:
         self._csv.writerow(METRIC_COLUMNS)
         self._file.flush()
         self.rows: list[dict[str, Any]] = []
+        self._board = _board(path) if config.get("tensorboard") else None
 
     @classmethod
     def resume(cls, path: Path, upto: int) -> "RunWriter":
@@ -139,6 +140,8 @@ class RunWriter:
         self._file = open(path / METRICS, "a", newline="")
         self._csv = csv.writer(self._file)
         self.rows = rows
+        config = json.loads((path / CONFIG).read_text())
+        self._board = _board(path, purge_after=upto) if config.get("tensorboard") else None
         return self
 
     def log(self, row: dict[str, Any]) -> None:
@@ -146,13 +149,33 @@ class RunWriter:
         self.rows.append(row)
         self._csv.writerow(_cell(row.get(c)) for c in METRIC_COLUMNS)
         self._file.flush()
+        if self._board is not None:
+            for column in METRIC_COLUMNS[2:]:
+                if row.get(column) is not None:
+                    tag = column.replace("_", "/", 1) if column.startswith(("train_", "val_")) else column
+                    self._board.add_scalar(tag, row[column], row["step"])
+            self._board.flush()
 
     def close(self) -> None:
         self._file.close()
+        if self._board is not None:
+            self._board.close()
 
     def finish(self, summary: dict[str, Any]) -> None:
-        self._file.close()
+        self.close()
         write_json_atomic(self.path / SUMMARY, summary)
+
+
+TENSORBOARD = "tensorboard"
+
+
+def _board(path: Path, purge_after: int | None = None):
+    """A TensorBoard writer into the run's tensorboard/ folder; resumed, it hides what came after the checkpoint."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError("--tensorboard needs TensorBoard: pip install 'grokrun[tensorboard]'") from None
+    return SummaryWriter(str(path / TENSORBOARD), purge_step=None if purge_after is None else purge_after + 1)
 
 
 def _cell(value: Any) -> str:
@@ -283,7 +306,8 @@ def load_runs(paths: list[Path]) -> tuple[list[Run], list[str]]:
 
 
 # Settings that name or place a run but do not change what it computes.
-_NOT_VARIANT = ("seed", "out", "name")
+OUTPUT_SETTINGS = ("out", "name", "tensorboard")  # where and how a run is written, not what it trains
+_NOT_VARIANT = ("seed", *OUTPUT_SETTINGS)
 
 
 def variant_settings(config: dict[str, Any]) -> dict[str, Any]:

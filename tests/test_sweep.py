@@ -169,3 +169,27 @@ def test_plot_on_a_sweep_folder_draws_the_sweep(cli, tmp_path):
     result = cli(["plot", out])
     assert result.exit_code == 0, result.output
     assert (out / "sweep_heatmap.png").is_file() and "overlay" in result.stdout
+
+
+def test_tensorboard_event_files_hold_the_metrics(cli, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = cli(["train", *TINY, "--tensorboard", "--out", tmp_path, "--name", "tb"])
+    assert result.exit_code == 0, result.output
+    board = EventAccumulator(str(tmp_path / "tb" / "tensorboard"))
+    board.Reload()
+    with open(tmp_path / "tb" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    val = [(e.step, e.value) for e in board.Scalars("val/acc")]
+    assert val == [(int(r["step"]), pytest.approx(float(r["val_acc"]))) for r in rows]
+    assert [e.step for e in board.Scalars("train/loss")] == [int(r["step"]) for r in rows if r["train_loss"]]
+
+
+def test_tensorboard_without_the_package_is_one_line(cli, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    result = cli(["train", *TINY, "--tensorboard", "--out", tmp_path / "runs"])
+    assert result.exit_code == 2 and "pip install 'grokrun[tensorboard]'" in result.stderr
+    assert not (tmp_path / "runs").exists()

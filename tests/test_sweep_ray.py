@@ -7,9 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
+import ray  # in the test extra: CI runs these
 import torch
-
-ray = pytest.importorskip("ray")
 
 TINY = ["--task", "modular", "--op", "add", "--p", "11", "--width", "16", "--layers", "1", "--heads", "2",
         "--batch-size", "32", "--eval-every", "4", "--quiet"]
