@@ -93,6 +93,8 @@ class RunBase:
     """auto | cpu | cuda | mps."""
     dtype: str = "float32"
     """float32 | float64 | bfloat16 (autocast); precision changes grokking, so it is never implicit."""
+    cuda_graph: str = "auto"
+    """auto | on | off: replay the training step as CUDA graphs (CUDA only). auto is off until the graph path has been checked on a GPU."""
     out: str = "results"
     """Parent folder of run directories."""
     name: str = ""
@@ -278,6 +280,7 @@ def validate(cfg) -> None:
     _check_choice("task", cfg.task, TASKS)
     _check_choice("filter", f.name, FILTERS)
     _check_choice("device", cfg.device, DEVICES)
+    _check_choice("cuda graph", cfg.cuda_graph, ("auto", "on", "off"))
     _check_choice("dtype", cfg.dtype, DTYPES)
     _check_choice("optimizer", o.name, OPTIMIZERS)
     _check_choice("filter type", f.filter_type, ("mean", "sum"))

@@ -29,7 +29,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import grokrun
-from grokrun import checkpoint
+from grokrun import checkpoint, graphs
 from grokrun.config import TrainConfig, to_dict
 from grokrun.errors import UserError
 from grokrun.filters import FILTERS, describe_variant
@@ -256,7 +256,11 @@ class Run:
         self.fingerprints = [t.fingerprint() for t in tasks]
         self.batches = [t.batches for t in tasks]
         self.models = Single(tasks[0]) if len(tasks) == 1 else Stacked(tasks, len(set(self.fingerprints)) == 1)
+        self.graphs = None
         self._build_optimizer()
+        if graphs.wanted(cfg.cuda_graph, self.device, self.grad_filter, tasks[0]):
+            graphs.make_capturable(self.optimizer)
+            self.graphs = graphs.StepGraphs(self)
         self.active = list(range(len(cfgs)))  # the seeds still training, in the order of the stack
         self.evals = eval_steps(cfg.train, self.batches[0].steps_per_epoch)
         self.save_every = cfg.train.checkpoint_every or max(1, cfg.train.max_steps // 10)
@@ -270,6 +274,8 @@ class Run:
     def _build_optimizer(self) -> None:
         cfg = self.cfg
         self.optimizer = make_optimizer(cfg.optim, self.models.params)
+        if self.graphs is not None:
+            graphs.make_capturable(self.optimizer)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_factor(cfg.optim.warmup_steps))
         self.grad_filter = FILTERS[cfg.filter.name].from_config(cfg.filter)
 
@@ -390,19 +396,30 @@ class Run:
 
     def step(self, step: int) -> torch.Tensor:
         """One training step of every seed still training: a batch each, forward, backward, clipping, filter,
-        optimizer and learning-rate schedule. Returns, on the device, whether each seed's loss or gradient
-        norm is non-finite; nothing here waits for the device."""
-        models, cfg = self.models, self.cfg
-        idx = models.batch([self.batches[i].next() for i in self.active])
+        optimizer and learning-rate schedule (replayed from a CUDA graph with --cuda-graph on: grokrun.graphs).
+        Returns, on the device, whether each seed's loss or gradient norm is non-finite; nothing here waits for
+        the device."""
+        if self.graphs is not None:
+            return self.graphs.step(step)
+        bad = self.compute(self.next_batch(), amplify=step > self.cfg.filter.start)
+        self.scheduler.step()
+        return bad
+
+    def next_batch(self) -> torch.Tensor:
+        """Each training seed's next batch of example indices, on the device (one row per seed when stacked)."""
+        return self.models.batch([self.batches[i].next() for i in self.active])
+
+    def compute(self, idx: torch.Tensor, amplify: bool) -> torch.Tensor:
+        """The device work of a step on the batch ``idx``: what a CUDA graph captures."""
+        models = self.models
         with self.autocast:
             losses = models.losses(idx)
         self.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()  # the seeds' losses are independent: each gets its own gradient
         # Clipping (per seed) comes before the filter, as in the Grokfast IMDb script.
-        norms = models.grad_norms(cfg.optim.clip_grad)
-        self.grad_filter.apply(models.params, amplify=step > cfg.filter.start)
+        norms = models.grad_norms(self.cfg.optim.clip_grad)
+        self.grad_filter.apply(models.params, amplify=amplify)
         self.optimizer.step()
-        self.scheduler.step()
         return ~torch.isfinite(losses.detach() + norms)
 
     def _keep(self, keep: list[int]) -> None:
@@ -419,6 +436,8 @@ class Run:
         self.grad_filter.load_state_dict(stack_filter([per_seed[j][1] for j in keep], axes))
         self.scheduler.load_state_dict(scheduler)
         self.active = [self.active[j] for j in keep]
+        if self.graphs is not None:
+            self.graphs.reset()
 
     def _name(self) -> str:
         cfg = self.cfg

@@ -90,6 +90,25 @@ class GradFilter:
     def load_state_dict(self, state: dict) -> None:
         pass
 
+    # --- CUDA graphs (grokrun.graphs): a step captured once is replayed; what the host decides is frozen in it
+
+    def graph_key(self, amplify: bool) -> Any:
+        """What this step's ``apply`` decides on the host (branches, Python numbers): steps with equal keys can
+        replay one captured graph. None: this step must run eagerly (state not yet set up, or a filter that
+        does not declare its host decisions: subclasses opt in by overriding this)."""
+        return amplify if type(self) is GradFilter else None
+
+    def host_state(self) -> Any:
+        """The host-side part of the state that ``apply`` changes (capturing records the device work but runs the
+        Python, so the capture is undone with ``load_host_state``)."""
+        return None
+
+    def load_host_state(self, state: Any) -> None:
+        pass
+
+    def advance(self) -> None:
+        """After a replay: change the host-side state as ``apply`` would have."""
+
 
 class EMAFilter(GradFilter):
     """Exponential moving average of the gradient, added back with weight ``lamb``."""
@@ -129,6 +148,9 @@ class EMAFilter(GradFilter):
         if amplify and self.lamb != 0:
             torch._foreach_add_(grads, [self.mu[k] for k in keys], alpha=self.lamb)
 
+    def graph_key(self, amplify):
+        return (amplify and self.lamb != 0) if self.mu else None  # (the first step creates the averages)
+
     def state_dict(self):
         return {"alpha": self.alpha, "lamb": self.lamb, "mu": dict(self.mu)}
 
@@ -161,6 +183,8 @@ class MAFilter(GradFilter):
         self.ring: dict[int, Tensor] = {}   # key -> (window_size, *shape) raw gradients
         self.total: dict[int, Tensor] = {}  # key -> sum of the kept gradients
         self.count: dict[int, int] = {}     # key -> how many gradients it has seen
+        self.device_position = False        # see use_device_position
+        self._position: Tensor | None = None
 
     @classmethod
     def from_config(cls, fc):
@@ -184,15 +208,25 @@ class MAFilter(GradFilter):
         groups: dict[int, list[int]] = {}
         for i, k in enumerate(keys):
             groups.setdefault(self.count[k], []).append(i)
+        if self.device_position and len(groups) > 1:
+            raise RuntimeError("MA with its position on the device needs every parameter to take part in each step")
         for count, idx in groups.items():
             slot = count % w
             ks = [keys[i] for i in idx]
             gs = [grads[i] for i in idx]
-            slots = [self.ring[k][slot] for k in ks]
             totals = [self.total[k] for k in ks]
-            if count >= w:  # the oldest gradient leaves the window
-                torch._foreach_sub_(totals, slots)
-            torch._foreach_copy_(slots, gs)
+            if self.device_position:  # the same copies and sums, at a position read from the device
+                position = self._device_slot(gs[0].device, slot)
+                if count >= w:  # the oldest gradient leaves the window
+                    torch._foreach_sub_(totals, [self.ring[k].index_select(0, position).squeeze(0) for k in ks])
+                for k, g in zip(ks, gs):
+                    self.ring[k].index_copy_(0, position, g.unsqueeze(0))
+                position.add_(1).remainder_(w)
+            else:
+                slots = [self.ring[k][slot] for k in ks]
+                if count >= w:  # the oldest gradient leaves the window
+                    torch._foreach_sub_(totals, slots)
+                torch._foreach_copy_(slots, gs)
             torch._foreach_add_(totals, gs)
             if slot == w - 1:  # once per lap, re-sum the window so rounding in the running sum cannot drift
                 for k, t in zip(ks, totals):
@@ -205,6 +239,34 @@ class MAFilter(GradFilter):
             scale = self.lamb / kept if self.filter_type == "mean" else self.lamb
             torch._foreach_add_(gs, totals, alpha=scale)
 
+    def use_device_position(self) -> None:
+        """Keep the ring position in a device tensor, advanced on the device, so a captured step replays at the
+        right slot (grokrun.graphs). The numbers are the same: the same copies, sums and differences."""
+        self.device_position = True
+
+    def _device_slot(self, device, slot: int) -> Tensor:
+        import torch
+
+        if self._position is None:  # from the host's count, once; the device keeps it from there
+            self._position = torch.full((1,), slot, dtype=torch.long, device=device)
+        return self._position
+
+    def graph_key(self, amplify):
+        counts = set(self.count.values())
+        if not self.device_position or len(counts) != 1 or min(counts) < self.window_size:
+            return None  # filling the window, the divisor and whether it amplifies change at every step
+        count = counts.pop()
+        return (amplify and self.lamb != 0, count % self.window_size == self.window_size - 1)
+
+    def host_state(self):
+        return dict(self.count)
+
+    def load_host_state(self, state):
+        self.count = dict(state)
+
+    def advance(self):
+        self.count = {k: c + 1 for k, c in self.count.items()}
+
     def state_dict(self):
         return {"window_size": self.window_size, "lamb": self.lamb, "filter_type": self.filter_type,
                 "warmup": self.warmup, "ring": dict(self.ring), "total": dict(self.total),
@@ -214,6 +276,7 @@ class MAFilter(GradFilter):
         self.window_size, self.lamb = state["window_size"], state["lamb"]
         self.filter_type, self.warmup = state["filter_type"], state["warmup"]
         self.ring, self.total, self.count = dict(state["ring"]), dict(state["total"]), dict(state["count"])
+        self._position = None  # (device mode) recreated from the count
 
 
 FILTERS: dict[str, type[GradFilter]] = {"none": GradFilter, "ema": EMAFilter, "ma": MAFilter}

@@ -8,9 +8,11 @@ same way). MNIST needs no real data: IDX files of MNIST's sizes with random pixe
 temporary folder.
 
     python scripts/bench_batched.py [--task modular|mnist] [--device cpu|cuda] [--seeds-list 1,4,16,64]
-                                    [--steps 10] [--rounds 3]
+                                    [--steps 10] [--rounds 3] [--cuda-graph]
 
-CUDA graphs (--cuda-graph) are not implemented yet, so on a GPU this measures the eager stacked step only.
+On CUDA, --cuda-graph also times each with the step replayed from CUDA graphs (grokrun.graphs): columns for
+the single run and the stack, eager and graphed, and the speedup of the best stacked variant per run-step
+over the single eager run.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_train import write_random_mnist  # noqa: E402
 
 
-def make_run(cfg, seeds: list[int]) -> Run:
-    return Run([dataclasses.replace(cfg, seed=s) for s in seeds])
+def make_run(cfg, seeds: list[int], graph: bool = False) -> Run:
+    return Run([dataclasses.replace(cfg, seed=s, cuda_graph="on" if graph else "off") for s in seeds])
 
 
 def time_steps(run: Run, steps: int, device: torch.device, start: int) -> float:
@@ -55,6 +57,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="steps per timed block")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved blocks per variant; the median is kept")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--cuda-graph", action="store_true", help="also time the steps replayed from CUDA graphs")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -67,21 +70,31 @@ def main() -> None:
         overrides.update({"mnist.data_dir": tmp.name, "mnist.download": False})
     cfg = resolve(None, overrides)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    graphed = args.cuda_graph and device.type == "cuda"
     print(f"{args.task}, EMA, published settings, {cfg.dtype}, torch {torch.__version__}, {name}")
-    print(f"{'N':>4} {'single ms/step':>15} {'stacked ms/step':>16} {'per run-step':>13} {'speedup':>8}")
+    variants = [("single", 1, False), ("stacked", None, False)]
+    if graphed:
+        variants += [("single+graph", 1, True), ("stacked+graph", None, True)]
+    print(f"{'N':>4} " + " ".join(f"{v + ' ms/step':>22}" for v, _, _ in variants)
+          + f" {'best per run-step':>18} {'speedup':>8}")
     for n in (int(x) for x in args.seeds_list.split(",")):
-        single, stacked = make_run(cfg, [0]), make_run(cfg, list(range(n)))
-        ms = {"single": [], "stacked": []}
-        step = 1 + 20  # past the warmup of the learning rate and one step to warm up each
-        for run in (single, stacked):
-            time_steps(run, 2, device, 1)
+        runs = {v: make_run(cfg, list(range(k or n)), g) for v, k, g in variants}
+        ms: dict[str, list[float]] = {v: [] for v in runs}
+        # graphed runs: past the learning-rate warmup and every graph's capture (a key is captured at its second
+        # occurrence: the epoch's last, smaller batch needs two epochs); eager ones: two steps
+        warm = 3 * runs["single"].batches[0].steps_per_epoch + 20 if graphed else 2
+        for key, run in runs.items():
+            time_steps(run, warm if key.endswith("graph") else 2, device, 1)
+        step = 1 + warm
         for r in range(args.rounds):
-            for key, run in (("single", single), ("stacked", stacked)):
+            for key, run in runs.items():
                 ms[key].append(time_steps(run, args.steps, device, step))
             step += args.steps
-        one, many = statistics.median(ms["single"]), statistics.median(ms["stacked"])
-        print(f"{n:>4} {one:>15.2f} {many:>16.2f} {many / n:>13.2f} {n * one / many:>7.2f}x", flush=True)
-        del single, stacked
+        med = {k: statistics.median(v) for k, v in ms.items()}
+        best = min(med[k] for k in med if k.startswith("stacked")) / n
+        print(f"{n:>4} " + " ".join(f"{med[v]:>22.2f}" for v in runs)
+              + f" {best:>18.3f} {med['single'] / best:>7.2f}x", flush=True)
+        del runs
     if tmp is not None:
         tmp.cleanup()
 

@@ -140,6 +140,9 @@ class Task:
     """Whether seeds can be trained together as one stacked model: ``objective`` and ``score`` run under
     torch.func.vmap, every seed's data has the same shapes, and training draws nothing from the global
     random generator (each seed's batch order has its own)."""
+    capturable: bool = True
+    """Whether a training step can be captured as a CUDA graph (grokrun.graphs): no wait for the device inside
+    it and the same shapes every step (QM9's batches gather graphs on the host)."""
     loss_units: int = 1
     """Outputs per example that the loss averages over (MNIST's MSE: 10), so evaluation reports its mean."""
     eval_chunk: int = 16384

@@ -156,6 +156,7 @@ def build_model(cfg: Options):
 
 class Qm9Task(Task):
     has_accuracy = False
+    capturable = False  # each batch is gathered on the host, its size varying with the molecules
 
     def __init__(self, cfg: Options, seed: int, batch_size: int, device: torch.device, dtype: torch.dtype):
         import torch
