@@ -56,6 +56,7 @@ PRESETS = {
     "ema": {"filter.alpha": 0.8, "filter.lamb": 0.1, "optim.weight_decay": 2.0},
 }
 
+MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"  # torchvision's first
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "gelu": "GELU", "sigmoid": "Sigmoid"}  # torch.nn class names
 LOSSES = ("mse", "ce")
@@ -82,23 +83,60 @@ def describe(cfg: Options) -> str:
             f"init ×{cfg.init_scale:g}, {cfg.loss}")
 
 
-def load(data_dir: str, download: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Training and test images (uint8, N x 28 x 28) and labels, through torchvision's MNIST reader."""
-    from torchvision.datasets import MNIST
+def read_idx(path: Path) -> Tensor:
+    """An IDX file of unsigned bytes (MNIST's format), plain or gzipped: magic 0 0 0x08 ndim, then ndim
+    big-endian sizes, then the data."""
+    import gzip
+    import struct
 
+    import torch
+
+    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+        data = f.read()
+    if len(data) < 4 or data[:3] != b"\x00\x00\x08":
+        raise ValueError(f"{path.name} is not an IDX file of bytes")
+    ndim = data[3]
+    shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    body = data[4 + 4 * ndim:]
+    if len(body) != (size := int(torch.tensor(shape).prod().item()) if ndim else 1):
+        raise ValueError(f"{path.name} holds {len(body):,} bytes where its header says {size:,}")
+    return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(shape)
+
+
+def _found(raw: Path) -> list[Path] | None:
+    """Each of MNIST's four files in ``raw``, plain or gzipped (as distributed); None if one is missing."""
+    found = []
+    for name in FILES:
+        path = next((p for p in (raw / name, raw / f"{name}.gz") if p.is_file()), None)
+        if path is None:
+            return None
+        found.append(path)
+    return found
+
+
+def load(data_dir: str, download: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Training and test images (uint8, N x 28 x 28) and labels from <data_dir>/MNIST/raw, the four IDX files
+    plain or gzipped; where they are missing, torchvision downloads them there."""
     raw = Path(data_dir) / "MNIST" / "raw"
+    if _found(raw) is None and download:
+        from torchvision.datasets import MNIST
+
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # torchvision narrates each mirror it tries
+                MNIST(data_dir, train=True, download=True)
+        except (RuntimeError, URLError, OSError) as e:
+            raise UserError(f"MNIST is not in {raw} and could not be downloaded: place {', '.join(FILES)} there "
+                            f"(gzipped or not, from {MIRROR})") from e
+    paths = _found(raw)
+    if paths is None:
+        raise UserError(f"MNIST is not in {raw} (--no-download): place {', '.join(FILES)} there "
+                        f"(gzipped or not, from {MIRROR})")
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # torchvision narrates each mirror it tries
-            train = MNIST(data_dir, train=True, download=download)
-            test = MNIST(data_dir, train=False, download=download)
-    except (RuntimeError, URLError, OSError) as e:
-        why = "and could not be downloaded" if download else "(--no-download)"
-        raise UserError(f"MNIST is not in {raw} {why}: place {', '.join(FILES)} there "
-                        f"(gunzipped, from {MNIST.mirrors[0]})") from e
-    except (ValueError, AssertionError, IndexError) as e:  # a file that is there but is not IDX
+        train_x, train_y, test_x, test_y = (read_idx(p) for p in paths)
+    except (ValueError, OSError, EOFError) as e:  # there, but not IDX (or a truncated gzip)
         raise UserError(f"cannot read the MNIST files in {raw} ({e or type(e).__name__}); "
                         "delete them to download them again") from e
-    return train.data, train.targets, test.data, test.targets
+    return train_x, train_y.long(), test_x, test_y.long()
 
 
 def build_model(cfg: Options):

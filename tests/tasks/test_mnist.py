@@ -46,7 +46,7 @@ def test_missing_data_names_the_folder_and_the_files(cli, tmp_path):
     assert result.exit_code == 2
     line = result.stderr.strip()
     assert line == (f"error: MNIST is not in {tmp_path / 'nowhere' / 'MNIST' / 'raw'} (--no-download): place "
-                    f"{', '.join(FILES)} there (gunzipped, from https://ossci-datasets.s3.amazonaws.com/mnist/)")
+                    f"{', '.join(FILES)} there (gzipped or not, from https://ossci-datasets.s3.amazonaws.com/mnist/)")
     assert not (tmp_path / "runs").exists()
 
 
@@ -136,3 +136,23 @@ def test_compare_and_plot_work_for_mnist(cli, tmp_path):
     assert float(rows["ema"]["speedup_steps_lo"]) > 1
     plotted = cli(["plot", str(out)])
     assert plotted.exit_code == 0 and (out / "ema-seed0" / "weight_norm.png").is_file()
+
+
+def test_gzipped_and_plain_idx_files_read_the_same(cli, tmp_path):
+    """As distributed (and as ../shared/data/mnist holds them, read-only), the files are gzipped: read in place."""
+    import gzip
+
+    from grokrun.tasks.mnist import load
+
+    data = synthetic_mnist(tmp_path / "data")
+    plain = load(str(data), download=False)
+    raw = data / "MNIST" / "raw"
+    for name in FILES:
+        (raw / f"{name}.gz").write_bytes(gzip.compress((raw / name).read_bytes()))
+        (raw / name).unlink()
+    zipped = load(str(data), download=False)
+    assert all(torch.equal(a, b) for a, b in zip(plain, zipped))
+    assert [t.dtype for t in zipped] == [torch.uint8, torch.long, torch.uint8, torch.long]
+    (raw / f"{FILES[0]}.gz").write_bytes(gzip.compress((b"\x00\x00\x08\x03" + bytes(20)))[:-8])  # truncated
+    result = train(cli, tmp_path, "--data-dir", str(data), "--no-download")
+    assert result.exit_code == 2 and f"cannot read the MNIST files in {raw}" in result.stderr
