@@ -23,7 +23,7 @@ from typing import Any
 from grokrun.errors import UserError
 from grokrun.filters import FILTERS
 from grokrun.optim import OPTIMIZERS
-from grokrun.results import CONFIG, flatten
+from grokrun.results import CHECKPOINT, CONFIG, flatten
 from grokrun.tasks import TASKS, task
 
 
@@ -84,6 +84,16 @@ class TrainConfig:
 
 
 @dataclass
+class ModelConfig:
+    lora_rank: int = 0
+    """Train low-rank adapters (rank R, B initialized to zero) on every linear map of the model, its own weights frozen; 0 = train every weight."""
+    lora_alpha: float | None = None
+    """Scale of the adapters' product: alpha / rank (default alpha = rank, a scale of 1)."""
+    init_from: str = ""
+    """A run directory whose final weights (its checkpoint.pt) the model starts from, instead of its initialization."""
+
+
+@dataclass
 class RunBase:
     task: str = "modular"
     """Task to train."""
@@ -104,6 +114,7 @@ class RunBase:
     filter: FilterConfig = field(default_factory=FilterConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
 
 
 # One section per registered task, named after it; only the chosen task's section is saved.
@@ -304,6 +315,12 @@ def validate(cfg) -> None:
     _check_range("eval-points", 2 <= t.eval_points <= MAX_EVAL_POINTS, f"in [2, {MAX_EVAL_POINTS:,}]", t.eval_points)
     _check_range("train-eval-every", 1 <= t.train_eval_every <= MAX_STEPS, f"in [1, {MAX_STEPS:,}]",
                  t.train_eval_every)
+    m = cfg.model
+    _check_range("lora-rank", 0 <= m.lora_rank <= 4096, "in [0, 4,096] (0 = no adapters)", m.lora_rank)
+    if m.lora_alpha is not None:
+        _check_range("lora-alpha", m.lora_alpha > 0, "> 0", m.lora_alpha)
+    if m.init_from and not (Path(m.init_from) / CHECKPOINT).is_file():
+        raise UserError(f"--init-from {m.init_from}: no run directory with a {CHECKPOINT} there")
     if t.stop_at_acc is not None:
         _check_range("stop-at-acc", 0.0 < t.stop_at_acc <= 1.0, "in (0, 1]", t.stop_at_acc)
     _check_range("seed", 0 <= cfg.seed <= MAX_SEED, f"in [0, {MAX_SEED:,}]", cfg.seed)

@@ -33,6 +33,7 @@ from grokrun import checkpoint, graphs
 from grokrun.config import TrainConfig, to_dict
 from grokrun.errors import UserError
 from grokrun.filters import FILTERS, describe_variant
+from grokrun.models import add_lora, parameter_counts
 from grokrun.measure import StepTimer, peak_memory_mb, reset_peak_memory, synchronize
 from grokrun.optim import make_optimizer, warmup_factor
 from grokrun.stacking import Single, Stacked, split_filter, split_optimizer, stack_filter, stack_optimizer
@@ -248,9 +249,15 @@ class Run:
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if cfg.dtype == "bfloat16"
                          else nullcontext())
         tasks = []
+        start = _final_weights(cfg.model.init_from) if cfg.model.init_from else None
         for c in cfgs:
             torch.manual_seed(c.seed)
             tasks.append(task(c.task).build(c, self.device, param_dtype))
+            if start is not None:
+                _load_weights(tasks[-1].model, start, cfg.model.init_from)
+            if cfg.model.lora_rank:  # (its A matrices drawn after the task's draws: the base weights are the seed's)
+                add_lora(tasks[-1].model, cfg.model.lora_rank, cfg.model.lora_alpha)
+        self.parameters = parameter_counts(tasks[0].model)
         if len(tasks) > 1 and not tasks[0].batchable:
             raise UserError(f"the {cfg.task} task cannot train seeds together; give one --seed at a time")
         self.fingerprints = [t.fingerprint() for t in tasks]
@@ -512,6 +519,7 @@ class Run:
             "steps": step, "max_steps": cfg.train.max_steps, "diverged_at": diverged_at,
             **metric_summary(rows),
             "wall_s": self.wall, "ms_per_step": self.timer.median_ms(), "peak_memory_mb": self.peak_memory_mb(),
+            "parameters": self.parameters,
             "final": {k: rows[-1].get(k) for k in ("step", "train_loss", "train_acc", "val_loss", "val_acc")},
             "title": {"task": task(cfg.task).describe(getattr(cfg, cfg.task)), "variant": describe_variant(config)},
             "device": _device_name(self.device), "dtype": cfg.dtype,
@@ -523,6 +531,26 @@ class Run:
         self.writers[i].finish(summary)
         self.summaries[i] = summary
         return summary
+
+
+def _final_weights(run_dir: str) -> dict[str, torch.Tensor]:
+    """--init-from: the weights in a run directory's checkpoint (its last, for a run that ended)."""
+    return checkpoint.load(Path(run_dir))["model"]
+
+
+def _load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
+    """Start ``model`` from ``weights``; UserError naming the first tensor that does not fit."""
+    own = model.state_dict()
+    for key in sorted(own.keys() | weights.keys()):
+        here, there = own.get(key), weights.get(key)
+        if here is None or there is None or here.shape != there.shape:
+            def shape(t):
+                return "absent" if t is None else tuple(t.shape)
+            raise UserError(f"--init-from {source}: its weights do not fit this model ({key} is {shape(there)} there "
+                            f"and {shape(here)} here); start from a run of the same task and size")
+    with torch.no_grad():
+        for key, value in own.items():
+            value.copy_(weights[key])
 
 
 def _board_available() -> None:

@@ -27,6 +27,50 @@ def scale_init(model: nn.Module, factor: float) -> nn.Module:
     return model
 
 
+# --- low-rank adapters ---------------------------------------------------------------------------------
+
+def _lora_a(rank: int, fan_in: int, like: Tensor) -> Tensor:
+    """A's initialization: as an nn.Linear(fan_in, rank) weight (kaiming uniform), on ``like``'s device and dtype."""
+    a = torch.empty(rank, fan_in, device=like.device, dtype=like.dtype)
+    nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+    return a
+
+
+class LoRALinear(nn.Module):
+    """A frozen nn.Linear plus a trained low-rank update: y = base(x) + scale * B(A(x)), B starting at zero
+    (Hu et al. 2021), so the model's function is unchanged until B moves."""
+
+    def __init__(self, base: nn.Linear, rank: int, scale: float):
+        super().__init__()
+        self.base = base
+        self.lora_a = nn.Parameter(_lora_a(rank, base.in_features, base.weight))
+        self.lora_b = nn.Parameter(base.weight.new_zeros(base.out_features, rank))
+        self.scale = scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.base(x) + F.linear(F.linear(x, self.lora_a), self.lora_b) * self.scale
+
+
+def add_lora(model: nn.Module, rank: int, alpha: float | None = None) -> nn.Module:
+    """Every weight of ``model`` frozen, and a rank-``rank`` adapter (scale alpha / rank) on each of its linear maps:
+    each nn.Linear, and the decoder's in-projection. Only the adapters then train (and decay, and are filtered)."""
+    scale = (alpha if alpha is not None else rank) / rank
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for module in list(model.modules()):
+        if isinstance(module, Block):
+            module.add_lora(rank, scale)
+        for name, child in list(module.named_children()):
+            if isinstance(child, nn.Linear):
+                setattr(module, name, LoRALinear(child, rank, scale))
+    return model
+
+
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    return {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "total": sum(p.numel() for p in model.parameters())}
+
+
 # --- decoder transformer (modular arithmetic) -----------------------------------------------------------
 
 class Block(nn.Module):
@@ -50,6 +94,7 @@ class Block(nn.Module):
         self.qkv_weight = nn.Parameter(torch.empty(3 * width, width))
         self.qkv_bias = nn.Parameter(torch.zeros(3 * width))
         self.proj = nn.Linear(width, width)
+        self.qkv_scale = 0.0  # with adapters (add_lora): the scale of qkv_lora_b @ qkv_lora_a
         nn.init.xavier_uniform_(self.qkv_weight)
         nn.init.zeros_(self.proj.bias)
         self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
@@ -61,14 +106,17 @@ class Block(nn.Module):
         h = self.ln1(x)
         if self.normed_stream:
             x = h
+        qkv_weight = self.qkv_weight
+        if self.qkv_scale:  # the frozen in-projection plus its low-rank adapter
+            qkv_weight = qkv_weight + (self.qkv_lora_b @ self.qkv_lora_a) * self.qkv_scale
         if last_only:
-            w_q, w_kv = self.qkv_weight.split([c, 2 * c])
+            w_q, w_kv = qkv_weight.split([c, 2 * c])
             b_q, b_kv = self.qkv_bias.split([c, 2 * c])
             q = F.linear(h[:, -1:], w_q, b_q)
             k, v = F.linear(h, w_kv, b_kv).split(c, dim=-1)
             x = x[:, -1:]
         else:
-            q, k, v = F.linear(h, self.qkv_weight, self.qkv_bias).split(c, dim=-1)
+            q, k, v = F.linear(h, qkv_weight, self.qkv_bias).split(c, dim=-1)
         q, k, v = (z.view(b, z.shape[1], self.heads, c // self.heads).transpose(1, 2) for z in (q, k, v))
         # The last position sees every earlier one, so it needs no mask.
         if self.fused_attention:
@@ -77,6 +125,14 @@ class Block(nn.Module):
             a = _attention(q, k, v, causal=not last_only)
         x = x + self.proj(a.transpose(1, 2).reshape(b, x.shape[1], c))
         return x + self.mlp(self.ln2(x))
+
+
+    def add_lora(self, rank: int, scale: float) -> None:
+        """A low-rank adapter on the in-projection (a raw weight, not an nn.Linear): see models.add_lora."""
+        width = self.qkv_weight.shape[1]
+        self.qkv_lora_a = nn.Parameter(_lora_a(rank, width, self.qkv_weight))
+        self.qkv_lora_b = nn.Parameter(self.qkv_weight.new_zeros(3 * width, rank))
+        self.qkv_scale = scale
 
 
 def _attention(q: Tensor, k: Tensor, v: Tensor, causal: bool) -> Tensor:
