@@ -30,7 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 import grokrun
 from grokrun import checkpoint, graphs
-from grokrun.config import TrainConfig, to_dict
+from grokrun.config import TrainConfig, resolve, to_dict
 from grokrun.errors import UserError
 from grokrun.filters import FILTERS, describe_variant
 from grokrun.models import add_lora, parameter_counts
@@ -563,7 +563,7 @@ def _board_available() -> None:
 
 def _check_checkpoint(saved: dict[str, Any], cfg, fingerprint: str, run_dir: Path) -> None:
     if "settings" in saved:  # (checkpoints written before settings were stored have only the data's)
-        diff = differences(saved["settings"], _resumable_settings(cfg))
+        diff = differences(_completed(saved["settings"]), _resumable_settings(cfg))
         if diff:  # name the most telling difference: the task or the filter before their settings
             key, was, now, more = first_difference(diff, prefer=("task", "filter.name", "optim.name"))
             raise UserError(f"{run_dir / CHECKPOINT} was written by a run with {key} = {was!r}, but {CONFIG} "
@@ -572,6 +572,15 @@ def _check_checkpoint(saved: dict[str, Any], cfg, fingerprint: str, run_dir: Pat
     if saved.get("fingerprint") != fingerprint:
         raise UserError(f"the data of {run_dir} differ from its checkpoint's (the dataset files changed?); "
                         "it cannot be resumed")
+
+
+def _completed(settings: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's settings with those added to grokrun since it was written at their defaults, as its
+    config.json is read (resolve completes a saved config), so that an older checkpoint still resumes."""
+    try:
+        return _resumable_settings(resolve(settings, {}))
+    except UserError:  # settings today's checks refuse: compare them as they are, and name the difference
+        return settings
 
 
 def format_seeds(seeds: list[int]) -> str:

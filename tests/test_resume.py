@@ -165,3 +165,29 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path):
     assert proc.returncode == 130, stdout + stderr
     assert summary(out / "t")["status"] == "interrupted" and (out / "t" / "checkpoint.pt").is_file()
     assert os.path.getsize(out / "t" / "checkpoint.pt") > 0
+
+
+def test_a_checkpoint_from_before_a_setting_existed_still_resumes(cli, tmp_path):
+    """A run written by an older grokrun has neither the settings added since in its checkpoint nor in its
+    config.json; both are read with those settings at their defaults, so it resumes (this broke once:
+    --cuda-graph and the model section were compared as None against their defaults)."""
+    run = tmp_path / "old"
+    assert train(cli, *ARGS[:-5], "--max-steps", "30", "--checkpoint-every", "10", "--out", tmp_path, "--name", "old",
+                 "--quiet").exit_code == 0
+    state = torch.load(run / CHECKPOINT, weights_only=False)
+    for key in ("cuda_graph", "model"):
+        del state["settings"][key]
+    atomic_write(run / CHECKPOINT, lambda f: torch.save(state, f))
+    config = json.loads((run / "config.json").read_text())
+    for key in ("cuda_graph", "model", "tensorboard"):
+        del config[key]
+    write_json_atomic(run / "config.json", config)
+    (run / "summary.json").unlink()  # as if it had stopped without one
+    result = train(cli, "--resume", run)
+    assert result.exit_code == 0, result.output
+    assert summary(run)["status"] == "completed"
+    state["settings"]["optim"]["lr"] = 0.5  # a real difference is still named
+    atomic_write(run / CHECKPOINT, lambda f: torch.save(state, f))
+    (run / "summary.json").unlink()
+    result = train(cli, "--resume", run)
+    assert result.exit_code == 2 and "was written by a run with optim.lr = 0.5" in result.stderr
