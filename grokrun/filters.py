@@ -282,6 +282,84 @@ class MAFilter(GradFilter):
 FILTERS: dict[str, type[GradFilter]] = {"none": GradFilter, "ema": EMAFilter, "ma": MAFilter}
 
 
+# --- the filters in any training loop ---------------------------------------------------------------------
+
+STATE_KEY = "grokrun_filter"  # where an attached filter's state sits in optimizer.state_dict()
+
+
+class Attached:
+    """A filter attached to an optimizer (``attach``); ``detach()`` takes it off again."""
+
+    def __init__(self, optimizer, grad_filter: GradFilter):
+        self.optimizer, self.filter = optimizer, grad_filter
+        self._handles = [
+            optimizer.register_step_pre_hook(self._before_step),
+            optimizer.register_state_dict_post_hook(self._save),
+            optimizer.register_load_state_dict_pre_hook(self._load),
+        ]
+        optimizer._grokrun_filter = self
+
+    def _params(self) -> list:
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
+
+    def _before_step(self, optimizer, args, kwargs) -> None:
+        self.filter.apply(self._params())
+
+    def _save(self, optimizer, state: dict) -> dict:
+        state[STATE_KEY] = self.filter.state_dict()
+        return state
+
+    def _load(self, optimizer, state: dict) -> dict:
+        state = dict(state)
+        saved = state.pop(STATE_KEY, None)
+        if saved is not None:
+            device = next((p.device for p in self._params()), None)
+            self.filter.load_state_dict(_to_device(saved, device))
+        return state
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        if getattr(self.optimizer, "_grokrun_filter", None) is self:
+            del self.optimizer._grokrun_filter
+
+
+def attach(optimizer, grad_filter: GradFilter) -> Attached:
+    """Filter the gradients at every ``optimizer.step()``, before the update, in any training loop:
+
+        attach(optimizer, EMAFilter(alpha=0.98, lamb=2.0))
+        loss.backward(); optimizer.step()            # the step filters first
+
+    The filter runs as an optimizer step pre-hook, over the optimizer's parameters in its order. With
+    ``torch.amp.GradScaler``, ``scaler.step(optimizer)`` unscales the gradients before calling the step, so the
+    filter sees the true gradients, and a step the scaler skips (inf or NaN) never reaches it, leaving its
+    state alone. Its state goes into ``optimizer.state_dict()`` (under "grokrun_filter") and comes back with
+    ``optimizer.load_state_dict``, so any checkpoint that saves the optimizer carries it. One filter per
+    optimizer: attaching another first detaches the previous one."""
+    previous = getattr(optimizer, "_grokrun_filter", None)
+    if previous is not None:
+        previous.detach()
+    return Attached(optimizer, grad_filter)
+
+
+def detach(optimizer) -> None:
+    """Take the attached filter off ``optimizer`` (nothing if none is attached)."""
+    attached = getattr(optimizer, "_grokrun_filter", None)
+    if attached is not None:
+        attached.detach()
+
+
+def _to_device(state: Any, device) -> Any:
+    if device is None:
+        return state
+    if hasattr(state, "to") and hasattr(state, "device"):
+        return state.to(device)
+    if isinstance(state, dict):
+        return {k: _to_device(v, device) for k, v in state.items()}
+    return state
+
+
 def describe_variant(config: dict[str, Any]) -> str:
     """How a run was trained, from its saved config: "EMA α=0.98 λ=2 · adam wd 0.005"."""
     f, o = config.get("filter", {}), config.get("optim", {})
