@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from grokrun.errors import UserError
-from grokrun.filters import FILTERS
+from grokrun.filters import check_name as check_filter
+from grokrun.filters import defaults_of as filter_defaults
+from grokrun.filters import parts as filter_parts
 from grokrun.optim import OPTIMIZERS
 from grokrun.results import CHECKPOINT, CONFIG, flatten
 from grokrun.tasks import TASKS, task
@@ -30,7 +32,7 @@ from grokrun.tasks import TASKS, task
 @dataclass
 class FilterConfig:
     name: str = "none"
-    """Gradient filter (none: the baseline)."""
+    """Gradient filter (none: the baseline); several apply in order, comma-separated (orthograd,ema)."""
     alpha: float = 0.98
     """EMA momentum, in [0, 1)."""
     lamb: float = 2.0
@@ -180,16 +182,16 @@ def resolve(config_file: str | Path | dict | None, overrides: dict[str, Any]) ->
     name = overrides.get("task", file_values.get("task", RunBase.task))
     filt = overrides.get("filter.name", file_values.get("filter.name", FilterConfig.name))
     _check_choice("task", name, TASKS)
-    _check_choice("filter", filt, FILTERS)
+    check_filter(filt)
     module = task(name)
-    layers: list[dict[str, Any]] = [module.DEFAULTS, {f"filter.{k}": v for k, v in FILTERS[filt].defaults.items()}]
+    layers: list[dict[str, Any]] = [module.DEFAULTS, {f"filter.{k}": v for k, v in filter_defaults(filt).items()}]
     if config_file is None:  # (an empty dict is a file's contents: no preset)
-        layers.append(module.PRESETS.get(filt, {}))
+        layers.append(_presets(module, filt))
     elif filt != file_values.get("filter.name", FilterConfig.name):
         # --filter names another filter than the file's: the file's filter settings were for that one, so the
         # asked filter comes with its preset (or its own defaults), as --filter does without a file
         layers.append({k: v for k, v in file_values.items() if not k.startswith("filter.")})
-        layers.append(module.PRESETS.get(filt, {}))
+        layers.append(_presets(module, filt))
         file_values = {}
     layers.append(file_values)
     layers.append({_task_key(k, name): v for k, v in overrides.items()})
@@ -199,6 +201,16 @@ def resolve(config_file: str | Path | dict | None, overrides: dict[str, Any]) ->
             _set(cfg, key, value, name)
     validate(cfg)
     return cfg
+
+
+def _presets(module, filt: str) -> dict[str, Any]:
+    """The task's published settings for the filter, or for each of several in order (orthograd,ema: EMA's)."""
+    if filt in module.PRESETS:
+        return module.PRESETS[filt]
+    merged: dict[str, Any] = {}
+    for name in filter_parts(filt):
+        merged.update(module.PRESETS.get(name, {}))
+    return merged
 
 
 def load_file(path: str | Path) -> dict[str, Any]:
@@ -289,7 +301,7 @@ def validate(cfg) -> None:
     """Every check of a run config, the task's own last. Raises UserError naming the flag and the valid range."""
     f, o, t = cfg.filter, cfg.optim, cfg.train
     _check_choice("task", cfg.task, TASKS)
-    _check_choice("filter", f.name, FILTERS)
+    check_filter(f.name)
     _check_choice("device", cfg.device, DEVICES)
     _check_choice("cuda graph", cfg.cuda_graph, ("auto", "on", "off"))
     _check_choice("dtype", cfg.dtype, DTYPES)

@@ -32,7 +32,8 @@ import grokrun
 from grokrun import checkpoint, graphs
 from grokrun.config import TrainConfig, resolve, to_dict
 from grokrun.errors import UserError
-from grokrun.filters import FILTERS, describe_variant
+from grokrun.filters import describe_variant
+from grokrun.filters import make as make_filter
 from grokrun.models import add_lora, parameter_counts
 from grokrun.measure import StepTimer, peak_memory_mb, reset_peak_memory, synchronize
 from grokrun.optim import make_optimizer, warmup_factor
@@ -284,7 +285,8 @@ class Run:
         if self.graphs is not None:
             graphs.make_capturable(self.optimizer)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_factor(cfg.optim.warmup_steps))
-        self.grad_filter = FILTERS[cfg.filter.name].from_config(cfg.filter)
+        self.grad_filter = make_filter(cfg.filter)
+        self.grad_filter.set_stacked_seeds(self.models.stacked)
 
     def start(self) -> None:
         """A new run directory per seed, with its config in it."""

@@ -72,6 +72,13 @@ class GradFilter:
         return " ".join([cls.name, *(f"{k}={fc[k]:g}" if isinstance(fc.get(k), float) else f"{k}={fc.get(k)}"
                                      for k in cls.defaults)])
 
+    stacked_seeds = False
+    """Set by the engine when the parameters are seeds stacked on a leading axis (grokrun.stacking): a filter
+    that reduces over a parameter (⊥Grad's projection) then reduces over each seed's slice."""
+
+    def set_stacked_seeds(self, stacked: bool) -> None:
+        self.stacked_seeds = stacked
+
     def apply(self, parameters: Iterable[Tensor], amplify: bool = True) -> None:
         """Update the filter with this step's grads and, if ``amplify``, add lamb * (slow part) to them.
 
@@ -279,7 +286,123 @@ class MAFilter(GradFilter):
         self._position = None  # (device mode) recreated from the count
 
 
-FILTERS: dict[str, type[GradFilter]] = {"none": GradFilter, "ema": EMAFilter, "ma": MAFilter}
+class OrthoGradFilter(GradFilter):
+    """⊥Grad (Prieto et al. 2025, "Grokking at the edge of numerical stability"): per parameter tensor w with
+    gradient g, g <- g_perp * |g| / |g_perp| where g_perp = g - (<w, g> / <w, w>) w: the component that would
+    only scale the weights (and, with them, the logits) is removed, at the gradient's norm. Stateless."""
+
+    name = "orthograd"
+    EPS = 1e-30  # as published: guards a zero weight and a gradient parallel to its weight
+
+    @classmethod
+    def describe(cls, fc):
+        return "⊥Grad"
+
+    def apply(self, parameters, amplify=True):
+        import torch
+
+        if not amplify:
+            return
+        for p in parameters:
+            if not p.requires_grad or p.grad is None:
+                continue
+            w, g = p.detach(), p.grad
+            dims = tuple(range(1 if self.stacked_seeds else 0, g.dim()))  # per seed where stacked
+            if not dims:  # a stacked scalar: each seed's parameter is a single number, parallel to itself
+                continue
+            along = (w * g).sum(dims, keepdim=True) / ((w * w).sum(dims, keepdim=True) + self.EPS)
+            perp = g - along * w
+            scale = torch.linalg.vector_norm(g, dim=dims, keepdim=True) / (
+                torch.linalg.vector_norm(perp, dim=dims, keepdim=True) + self.EPS)
+            g.copy_(perp * scale)
+
+    def graph_key(self, amplify):
+        return amplify
+
+
+class Chain(GradFilter):
+    """Several filters applied in order (``--filter orthograd,ema``): each sees the gradients the one before
+    it left. State, seed axes, graph keys and host state are each filter's, side by side."""
+
+    name = "chain"
+
+    def __init__(self, filters: list[GradFilter]):
+        self.filters = filters
+        self.seed_axes = {str(i): f.seed_axes for i, f in enumerate(filters)}
+
+    def set_stacked_seeds(self, stacked):
+        self.stacked_seeds = stacked
+        for f in self.filters:
+            f.set_stacked_seeds(stacked)
+
+    def apply(self, parameters, amplify=True):
+        parameters = list(parameters)
+        for f in self.filters:
+            f.apply(parameters, amplify)
+
+    def state_dict(self):
+        return {str(i): f.state_dict() for i, f in enumerate(self.filters)}
+
+    def load_state_dict(self, state):
+        for i, f in enumerate(self.filters):
+            f.load_state_dict(state[str(i)])
+
+    def use_device_position(self):
+        for f in self.filters:
+            if hasattr(f, "use_device_position"):
+                f.use_device_position()
+
+    def graph_key(self, amplify):
+        keys = tuple(f.graph_key(amplify) for f in self.filters)
+        return None if any(k is None for k in keys) else keys
+
+    def host_state(self):
+        return [f.host_state() for f in self.filters]
+
+    def load_host_state(self, state):
+        for f, s in zip(self.filters, state):
+            f.load_host_state(s)
+
+    def advance(self):
+        for f in self.filters:
+            f.advance()
+
+
+FILTERS: dict[str, type[GradFilter]] = {"none": GradFilter, "ema": EMAFilter, "ma": MAFilter,
+                                        "orthograd": OrthoGradFilter}
+
+
+def parts(name: str) -> list[str]:
+    """The filters a --filter value names, in order: "orthograd,ema" -> ["orthograd", "ema"]."""
+    return [p.strip() for p in name.split(",")]
+
+
+def check_name(name: Any) -> None:
+    """UserError unless ``name`` is a registered filter or several, comma-separated ("none" stands alone)."""
+    from grokrun.errors import UserError
+
+    names = parts(name) if isinstance(name, str) else [repr(name)]  # (a config file's list or number: unknown)
+    unknown = next((n for n in names if n not in FILTERS), None)
+    if unknown is not None or (len(names) > 1 and "none" in names) or len(set(names)) < len(names):
+        what = f"unknown filter {unknown!r}" if unknown is not None else f"the filters {name!r} cannot be combined"
+        raise UserError(f"{what}; choose one of: {', '.join(FILTERS)}, or several in order, comma-separated "
+                        "(orthograd,ema)")
+
+
+def defaults_of(name: str) -> dict[str, Any]:
+    """The filter settings the named filters use where no preset sets them (the later filter's win)."""
+    merged: dict[str, Any] = {}
+    for n in parts(name):
+        merged.update(FILTERS[n].defaults)
+    return merged
+
+
+def make(fc) -> GradFilter:
+    """The filter a run's FilterConfig names: one, or a Chain of several."""
+    names = parts(fc.name)
+    if len(names) == 1:
+        return FILTERS[names[0]].from_config(fc)
+    return Chain([FILTERS[n].from_config(fc) for n in names])
 
 
 # --- the filters in any training loop ---------------------------------------------------------------------
@@ -364,7 +487,7 @@ def describe_variant(config: dict[str, Any]) -> str:
     """How a run was trained, from its saved config: "EMA α=0.98 λ=2 · adam wd 0.005"."""
     f, o = config.get("filter", {}), config.get("optim", {})
     name = f.get("name", "none")
-    text = FILTERS[name].describe(f) if name in FILTERS else name
+    text = " then ".join(FILTERS[n].describe(f) if n in FILTERS else n for n in parts(name))
     if name != "none" and f.get("start"):
         text += f" from step {f['start']:,}"
     return f"{text} · {o.get('name', '?')} wd {o.get('weight_decay', 0):g}"

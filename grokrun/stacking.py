@@ -190,18 +190,36 @@ def stack_optimizer(states: list[dict[str, Any]], params: list[Tensor]) -> dict[
     return stacked
 
 
-def split_filter(state: dict[str, Any], axes: dict[str, int], n: int) -> list[dict[str, Any]]:
-    """A gradient filter's state over stacked parameters, per seed (see GradFilter.seed_axes)."""
+def split_filter(state: dict[str, Any], axes: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """A gradient filter's state over stacked parameters, per seed (see GradFilter.seed_axes; a Chain's axes
+    are its filters' axes, by position)."""
     _check_axes(state, axes)
-    return [{name: ({k: t.select(axes[name], i).clone() for k, t in v.items()} if name in axes else _copy(v))
-             for name, v in state.items()} for i in range(n)]
+    out: list[dict[str, Any]] = [{} for _ in range(n)]
+    for name, v in state.items():
+        axis = axes.get(name)
+        for i in range(n):
+            if isinstance(axis, dict):
+                out[i][name] = split_filter(v, axis, n)[i]
+            elif axis is not None:
+                out[i][name] = {k: t.select(axis, i).clone() for k, t in v.items()}
+            else:
+                out[i][name] = _copy(v)
+    return out
 
 
-def stack_filter(states: list[dict[str, Any]], axes: dict[str, int]) -> dict[str, Any]:
+def stack_filter(states: list[dict[str, Any]], axes: dict[str, Any]) -> dict[str, Any]:
     """The inverse of split_filter."""
     _check_axes(states[0], axes)
-    return {name: ({k: torch.stack([s[name][k] for s in states], dim=axes[name]) for k in v} if name in axes
-                   else _copy(v)) for name, v in states[0].items()}
+    stacked = {}
+    for name, v in states[0].items():
+        axis = axes.get(name)
+        if isinstance(axis, dict):
+            stacked[name] = stack_filter([s[name] for s in states], axis)
+        elif axis is not None:
+            stacked[name] = {k: torch.stack([s[name][k] for s in states], dim=axis) for k in v}
+        else:
+            stacked[name] = _copy(v)
+    return stacked
 
 
 def _check_axes(state: dict[str, Any], axes: dict[str, int]) -> None:

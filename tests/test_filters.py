@@ -248,5 +248,5 @@ def test_ma_rejects_bad_arguments(bad):
 
 
 def test_registry_names_match_the_classes():
-    assert {name: cls.name for name, cls in FILTERS.items()} == {"none": "none", "ema": "ema", "ma": "ma"}
+    assert {name: cls.name for name, cls in FILTERS.items()} == {"none": "none", "ema": "ema", "ma": "ma", "orthograd": "orthograd"}
     assert FILTERS["none"] is GradFilter
