@@ -380,11 +380,10 @@ class Run:
                             ended[j] = ("interrupted", None)
                         elif step == max_steps:
                             ended[j] = ("completed", None)
-                    if is_save or ended:
-                        # A checkpoint for each seed that goes on, or ends in a state worth continuing from
-                        # (a diverged one keeps its last good checkpoint).
-                        self.save_checkpoints(step, [j for j in range(len(self.active))
-                                                     if ended.get(j, ("",))[0] != "diverged"])
+                    # A checkpoint at every save step for each seed, and for a seed that ends in a state worth
+                    # continuing from (a diverged one keeps its last good checkpoint).
+                    self.save_checkpoints(step, [j for j in range(len(self.active))
+                                                 if (is_save or j in ended) and ended.get(j, ("",))[0] != "diverged"])
                     for j, (status, diverged_at) in ended.items():
                         self.finish(self.active[j], status, step, diverged_at)
                     if len(ended) == len(self.active):
