@@ -259,7 +259,7 @@ CompareThreshold, CompareFormat = _threshold_option("Compare"), _format_option("
 PlotThreshold, PlotFormat = _threshold_option("Plot"), _format_option("Plot")
 
 
-TRAINING_ONLY = ("--filter", "--seeds", "--jobs", "--no-batch")
+TRAINING_ONLY = ("--filter", "--seeds", "--jobs", "--no-batch", "--lr-matched")
 
 
 @app.command()
@@ -278,6 +278,10 @@ def compare(
     no_batch: Annotated[bool, typer.Option(
         "--no-batch", help="Train each variant's seeds one after another instead of as one stacked model.",
         rich_help_panel="Compare", metavar="")] = False,
+    lr_matched: Annotated[bool, typer.Option(
+        "--lr-matched", help="Also train baselines whose learning rate is multiplied by 1 + lamb of each filter "
+        "variant (the filtered gradient is up to that much larger): a fair baseline.", rich_help_panel="Compare",
+        metavar="")] = False,
     jobs: Annotated[int, typer.Option(help="Runs trained at once, in parallel processes.",
                                       rich_help_panel="Compare")] = 1,
     out_dir: Annotated[Optional[str], typer.Option(
@@ -303,7 +307,7 @@ def compare(
             raise UserError("--out must name a folder (it is empty)")
         folder = None if out_dir is None else Path(out_dir)
         if paths and all(p.is_dir() for p in paths):
-            given = ([name for name, v in zip(TRAINING_ONLY, (filters, seeds, jobs != 1, no_batch)) if v]
+            given = ([name for name, v in zip(TRAINING_ONLY, (filters, seeds, jobs != 1, no_batch, lr_matched)) if v]
                      + _flags_given(values))
             if given:
                 raise UserError(f"{given[0]} applies to training; run directories are tabulated as they are "
@@ -311,7 +315,7 @@ def compare(
             cmp.tabulate_existing(paths, folder, threshold, fmt, out, warn)
             return
         seed_list = parse_seeds("0,1,2" if seeds is None else seeds)
-        finished = cmp.compare(cmp.variants(paths or [], filters or [], overrides), seed_list,
+        finished = cmp.compare(cmp.variants(paths or [], filters or [], overrides, lr_matched), seed_list,
                                jobs, folder, threshold, fmt, quiet, out, err, batch=not no_batch)
     except UserError as e:
         fail(str(e))

@@ -34,8 +34,10 @@ class Variant:
     config: Any  # a RunConfig; seed, out and name are set per run
 
 
-def variants(files: list[Path], filters: list[str], overrides: dict[str, Any]) -> list[Variant]:
-    """The variants a compare command asks for: one per config file, or the baseline and each filter."""
+def variants(files: list[Path], filters: list[str], overrides: dict[str, Any], lr_matched: bool = False
+             ) -> list[Variant]:
+    """The variants a compare command asks for: one per config file, or the baseline and each filter (and, with
+    ``lr_matched``, the baselines whose learning rate matches each amplifying filter's larger step)."""
     for p in files:
         if not p.exists():
             raise UserError(f"no such config file or run directory: {p}")
@@ -44,8 +46,29 @@ def variants(files: list[Path], filters: list[str], overrides: dict[str, Any]) -
     if files and filters:
         raise UserError("give config files or --filter, not both")
     if files:
+        if lr_matched:
+            raise UserError("--lr-matched adds baselines to --filter variants; with config files, write them as files")
         return variants_from_files(files, overrides)
-    return variants_from_filters(overrides.get("task"), filters, overrides)
+    found = variants_from_filters(overrides.get("task"), filters, overrides)
+    return with_lr_matched(found, overrides) if lr_matched else found
+
+
+def with_lr_matched(found: list[Variant], overrides: dict[str, Any]) -> list[Variant]:
+    """After the baseline, a baseline per distinct 1 + lamb of the amplifying filter variants, its learning rate
+    multiplied by that: with lamb 2 the filtered gradient is up to 3x the raw one, so a fair baseline takes
+    steps up to 3x larger too. Named "baseline-lr×3"."""
+    from grokrun.filters import defaults_of
+
+    base = found[0].config
+    factors = []
+    for v in found[1:]:
+        if "lamb" in defaults_of(v.config.filter.name):  # a filter that amplifies (not ⊥Grad alone)
+            factors.append(1 + v.config.filter.lamb)
+    extra = []
+    for factor in dict.fromkeys(factors):
+        cfg = resolve(None, {**overrides, "task": base.task, "filter.name": "none", "optim.lr": base.optim.lr * factor})
+        extra.append(Variant(f"baseline-lr×{factor:g}", cfg))
+    return [found[0], *extra, *found[1:]]
 
 
 def variants_from_filters(task_name: str | None, filters: list[str], overrides: dict[str, Any]) -> list[Variant]:
