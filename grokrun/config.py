@@ -59,6 +59,8 @@ class OptimConfig:
     """Adam beta2."""
     weight_decay: float = 0.0
     """Weight decay."""
+    decay_to: str = "zero"
+    """zero (the usual) | init: weight decay pulls toward the initial weights instead (openai/grok's weight_decay_form), in the optimizer's own form."""
     warmup_steps: int = 10
     """Linear learning-rate warmup over the first N updates, as published: update k runs at (k-1)/N of the rate."""
     clip_grad: float = 0.0
@@ -317,6 +319,7 @@ def validate(cfg) -> None:
     _check_range("weight-decay", o.weight_decay >= 0, ">= 0", o.weight_decay)
     _check_range("warmup-steps", 0 <= o.warmup_steps <= MAX_STEPS, f"in [0, {MAX_STEPS:,}]", o.warmup_steps)
     _check_range("clip-grad", o.clip_grad >= 0, ">= 0 (0 = no clipping)", o.clip_grad)
+    _check_choice("decay target", o.decay_to, ("zero", "init"))
     _check_range("batch-size", 1 <= t.batch_size <= MAX_STEPS, f"in [1, {MAX_STEPS:,}]", t.batch_size)
     _check_range("max-steps", 1 <= t.max_steps <= MAX_STEPS, f"in [1, {MAX_STEPS:,}]", t.max_steps)
     _check_range("eval-every", 0 <= t.eval_every <= MAX_STEPS, f"in [0, {MAX_STEPS:,}] (0 = once per epoch)",

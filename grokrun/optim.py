@@ -21,11 +21,17 @@ def adam(o, params):
     return torch.optim.Adam(params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
 
 
+adam.decay = "coupled"  # how each optimizer decays: added to the gradient, or taken off the weights (--decay-to)
+
+
 def adamw(o, params):
     """AdamW: decoupled weight decay."""
     import torch
 
     return torch.optim.AdamW(params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
+
+
+adamw.decay = "decoupled"
 
 
 def sgd(o, params):
@@ -35,14 +41,75 @@ def sgd(o, params):
     return torch.optim.SGD(params, lr=o.lr, momentum=o.beta1, weight_decay=o.weight_decay)
 
 
+sgd.decay = "coupled"
+
 OPTIMIZERS: dict[str, Callable] = {"adam": adam, "adamw": adamw, "sgd": sgd}
 
 
 def make_optimizer(o, params: list):
-    """The optimizer an OptimConfig names, over ``params``."""
+    """The optimizer an OptimConfig names, over ``params``; with ``decay_to == "init"``, its weight decay pulls
+    toward the initial weights (DecayToInit) instead of zero."""
+    import dataclasses
+
     if o.name not in OPTIMIZERS:
         raise UserError(f"unknown optimizer {o.name!r}; choose one of: {', '.join(OPTIMIZERS)}")
-    return OPTIMIZERS[o.name](o, params)
+    build = OPTIMIZERS[o.name]
+    if getattr(o, "decay_to", "zero") == "zero" or not o.weight_decay:
+        return build(o, params)
+    form = getattr(build, "decay", None)
+    if form is None:
+        raise UserError(f"--decay-to init: the optimizer {o.name!r} does not say how it decays (coupled or "
+                        "decoupled); use --decay-to zero")
+    optimizer = build(dataclasses.replace(o, weight_decay=0.0), params)
+    DecayToInit(optimizer, o.weight_decay, form)
+    return optimizer
+
+
+class DecayToInit:
+    """Weight decay toward the initial weights w0, in the optimizer's own form, as a step pre-hook (its own
+    decay is off): coupled (Adam, SGD) adds wd * (w - w0) to the gradient; decoupled (AdamW) takes
+    lr * wd * (w - w0) off the weights before the update, as AdamW's w * (1 - lr * wd). A weight with a zero
+    gradient stays where it started. w0 goes into the optimizer's state_dict ("decay_init", one tensor per
+    parameter in order), so a checkpoint carries it."""
+
+    KEY = "decay_init"
+
+    def __init__(self, optimizer, weight_decay: float, form: str):
+        self.optimizer, self.weight_decay, self.form = optimizer, weight_decay, form
+        self.initial = [p.detach().clone() for p in self._params()]
+        optimizer.register_step_pre_hook(self._before_step)
+        optimizer.register_state_dict_post_hook(self._save)
+        optimizer.register_load_state_dict_pre_hook(self._load)
+
+    def _params(self) -> list:
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
+
+    def _before_step(self, optimizer, args, kwargs) -> None:
+        import torch
+
+        with torch.no_grad():
+            i = 0
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    w0 = self.initial[i]
+                    i += 1
+                    if p.grad is None:
+                        continue
+                    if self.form == "coupled":
+                        p.grad.add_(p - w0, alpha=self.weight_decay)
+                    else:
+                        p.sub_(p - w0, alpha=group["lr"] * self.weight_decay)
+
+    def _save(self, optimizer, state: dict) -> dict:
+        state[self.KEY] = list(self.initial)
+        return state
+
+    def _load(self, optimizer, state: dict) -> dict:
+        state = dict(state)
+        saved = state.pop(self.KEY, None)
+        if saved is not None:
+            self.initial = [s.to(p.device, p.dtype) for s, p in zip(saved, self._params())]
+        return state
 
 
 def warmup_factor(warmup_steps: int):

@@ -177,6 +177,12 @@ def split_optimizer(state: dict[str, Any], params: list[Tensor]) -> list[dict[st
         for i in range(n):
             per_seed[i]["state"][key] = {name: v[i].clone() if _stacked(v, shape) else _copy(v)
                                          for name, v in entries.items()}
+    for extra, value in state.items():  # a hook's entry (DecayToInit's initial weights): a tensor per parameter
+        if extra in ("state", "param_groups"):
+            continue
+        for i in range(n):
+            per_seed[i][extra] = ([t[i].clone() for t in value] if _per_parameter(value, params, stacked=True)
+                                  else _copy(value))
     return per_seed
 
 
@@ -187,7 +193,19 @@ def stack_optimizer(states: list[dict[str, Any]], params: list[Tensor]) -> dict[
         shape = params[key].shape[1:]
         stacked["state"][key] = {name: torch.stack([s["state"][key][name] for s in states])
                                  if _stacked(v, shape) else _copy(v) for name, v in entries.items()}
+    for extra, value in states[0].items():
+        if extra in ("state", "param_groups"):
+            continue
+        stacked[extra] = ([torch.stack([s[extra][j] for s in states]) for j in range(len(value))]
+                          if _per_parameter(value, params, stacked=False) else _copy(value))
     return stacked
+
+
+def _per_parameter(value: Any, params: list[Tensor], stacked: bool) -> bool:
+    """Whether a state entry is a list of one tensor per parameter, shaped as it (per seed, or stacked)."""
+    return (isinstance(value, list) and len(value) == len(params)
+            and all(isinstance(t, Tensor) and t.shape == (p.shape if stacked else p.shape[1:])
+                    for t, p in zip(value, params)))
 
 
 def split_filter(state: dict[str, Any], axes: dict[str, Any], n: int) -> list[dict[str, Any]]:

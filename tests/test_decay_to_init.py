@@ -1,0 +1,89 @@
+"""--decay-to init: weight decay toward the initial weights, for any optimizer that decays (issue 18, item 3)."""
+
+import csv
+import os
+import signal
+
+import pytest
+import torch
+
+from grokrun.config import resolve
+from grokrun.optim import make_optimizer
+
+
+def optimizer_for(params, name, decay_to, wd=0.5, lr=0.1):
+    o = resolve(None, {"optim.name": name, "optim.weight_decay": wd, "optim.lr": lr, "optim.decay_to": decay_to}).optim
+    return make_optimizer(o, params)
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
+def test_a_zero_gradient_leaves_the_weights_at_their_start(name):
+    g = torch.Generator().manual_seed(0)
+    start = torch.randn(4, 3, generator=g)
+    to_init, to_zero = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    opt_init, opt_zero = optimizer_for([to_init], name, "init"), optimizer_for([to_zero], name, "zero")
+    for _ in range(20):
+        for p, opt in ((to_init, opt_init), (to_zero, opt_zero)):
+            p.grad = torch.zeros_like(p)
+            opt.step()
+    assert torch.equal(to_init.detach(), start)
+    assert to_zero.detach().norm() < 0.9 * start.norm()  # the usual decay shrinks them
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
+def test_from_a_zero_start_it_is_the_usual_decay(name):
+    """Decaying toward w0 = 0 is the usual decay; the same numbers up to the order of one multiplication."""
+    g = torch.Generator().manual_seed(1)
+    grads = [torch.randn(5, generator=g, dtype=torch.float64) for _ in range(15)]
+    a = torch.nn.Parameter(torch.zeros(5, dtype=torch.float64))
+    b = torch.nn.Parameter(torch.zeros(5, dtype=torch.float64))
+    opt_a, opt_b = optimizer_for([a], name, "init"), optimizer_for([b], name, "zero")
+    for grad in grads:
+        for p, opt in ((a, opt_a), (b, opt_b)):
+            p.grad = grad.clone()
+            opt.step()
+    assert torch.allclose(a, b, rtol=1e-12, atol=1e-15)
+    assert a.detach().abs().sum() > 0
+
+
+TINY = ["--task", "modular", "--op", "add", "--p", "11", "--width", "16", "--layers", "1", "--heads", "2",
+        "--batch-size", "32", "--eval-every", "4", "--max-steps", "40", "--checkpoint-every", "10",
+        "--optimizer", "adamw", "--weight-decay", "1.0", "--decay-to", "init", "--dtype", "float64", "--quiet"]
+
+
+def rows(path):
+    with open(path / "metrics.csv", newline="") as f:
+        return [{k: v for k, v in r.items() if k != "wall_s"} for r in csv.DictReader(f)]
+
+
+def test_the_initial_weights_survive_a_resume_and_a_stack(cli, tmp_path, monkeypatch):
+    assert cli(["train", *TINY, "--out", tmp_path, "--name", "whole"]).exit_code == 0
+    from grokrun.filters import GradFilter
+
+    calls, original = {"n": 0}, GradFilter.apply
+
+    def apply(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 23:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(GradFilter, "apply", apply)
+    assert cli(["train", *TINY, "--out", tmp_path, "--name", "cut"]).exit_code == 130
+    monkeypatch.setattr(GradFilter, "apply", original)
+    saved = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["optimizer"]
+    assert len(saved["decay_init"]) == len(saved["param_groups"][0]["params"])
+    assert cli(["train", "--resume", tmp_path / "cut", "--quiet"]).exit_code == 0
+    assert rows(tmp_path / "cut") == rows(tmp_path / "whole")
+    # and seeds stacked: the stack's decay_init is cut per seed into the checkpoints and stacked back on resume
+    assert cli(["train", *TINY, "--seeds", "0,1", "--out", tmp_path, "--name", "stack"]).exit_code == 0
+    stacked, alone = rows(tmp_path / "stack" / "seed0"), rows(tmp_path / "whole")
+    for a, b in zip(stacked, alone):
+        assert all((a[k] == b[k]) if not a[k] else float(a[k]) == pytest.approx(float(b[k]), rel=1e-9) for k in a)
+    calls["n"] = 0
+    monkeypatch.setattr(GradFilter, "apply", apply)
+    assert cli(["train", *TINY, "--seeds", "0,1", "--out", tmp_path, "--name", "stack-cut"]).exit_code == 130
+    monkeypatch.setattr(GradFilter, "apply", original)
+    assert cli(["train", "--resume", tmp_path / "stack-cut", "--quiet"]).exit_code == 0
+    for s in (0, 1):
+        assert rows(tmp_path / "stack-cut" / f"seed{s}") == rows(tmp_path / "stack" / f"seed{s}")
