@@ -85,6 +85,8 @@ class TrainConfig:
     """Log schedule: how many log-spaced evaluations from step 150 to the budget (2 to 10,000)."""
     checkpoint_every: int = 0
     """Write <run>/checkpoint.pt every N steps (0 = every 10% of the budget), and at the end."""
+    softmax_dtype: str = "auto"
+    """Precision of a classification loss's softmax (or StableMax): auto (the model's, at least float32) | float32 | float64."""
 
 
 @dataclass
@@ -325,6 +327,7 @@ def validate(cfg) -> None:
     _check_range("eval-every", 0 <= t.eval_every <= MAX_STEPS, f"in [0, {MAX_STEPS:,}] (0 = once per epoch)",
                  t.eval_every)
     _check_choice("eval schedule", t.eval_schedule, EVAL_SCHEDULES)
+    _check_choice("softmax dtype", t.softmax_dtype, ("auto", "float32", "float64"))
     _check_range("checkpoint-every", 0 <= t.checkpoint_every <= MAX_STEPS,
                  f"in [0, {MAX_STEPS:,}] (0 = every 10% of the budget)", t.checkpoint_every)
     _check_range("eval-points", 2 <= t.eval_points <= MAX_EVAL_POINTS, f"in [2, {MAX_EVAL_POINTS:,}]", t.eval_points)

@@ -466,17 +466,17 @@ class Run:
         self.models.train(False)
         with torch.no_grad():
             with self.autocast:
-                train_loss, train_acc = self.models.evaluate("train") if scored else (None, None)
-                val_loss, val_acc = self.models.evaluate("val")
+                train_loss, train_acc, collapse = self.models.evaluate("train") if scored else (None, None, None)
+                val_loss, val_acc, _ = self.models.evaluate("val")
             weight_norm = self.models.weight_norms()  # L2 norm of all parameters together
         self.models.train(True)
-        metrics = [train_loss, train_acc, val_loss, val_acc, weight_norm]
+        metrics = [train_loss, train_acc, val_loss, val_acc, weight_norm, collapse]
         known = [m for m in metrics if m is not None]
         values = iter(torch.stack([m.double() for m in known]).tolist())  # the one wait, all seeds at once
         columns = [None if m is None else next(values) for m in metrics]
         rows = []
         for j, i in enumerate(self.active):
-            row = dict(zip(("train_loss", "train_acc", "val_loss", "val_acc", "weight_norm"),
+            row = dict(zip(("train_loss", "train_acc", "val_loss", "val_acc", "weight_norm", "softmax_collapse"),
                            (None if c is None else c[j] for c in columns)), step=step, wall_s=self.wall)
             self.writers[i].log(row)
             rows.append(row)

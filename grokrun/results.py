@@ -26,7 +26,7 @@ from grokrun.errors import UserError
 CONFIG, METRICS, SUMMARY, CHECKPOINT = "config.json", "metrics.csv", "summary.json", "checkpoint.pt"
 RUN_FILES = (CONFIG, METRICS, SUMMARY, CHECKPOINT)
 
-METRIC_COLUMNS = ["step", "wall_s", "train_loss", "train_acc", "val_loss", "val_acc", "weight_norm"]
+METRIC_COLUMNS = ["step", "wall_s", "train_loss", "train_acc", "val_loss", "val_acc", "weight_norm", "softmax_collapse"]
 THRESHOLDS = (0.5, 0.9, 0.95, 0.99)
 SWEEP_MANIFEST = "sweep.json"  # in a sweep's folder: what was swept (grokrun.sweep)
 STATUSES = ("completed", "stopped_at_target", "interrupted", "diverged")

@@ -59,9 +59,12 @@ class Single:
             return torch.nn.utils.clip_grad_norm_(self.params, clip).reshape(1)
         return _norms([p.grad for p in self.params if p.grad is not None], per_seed=False)
 
-    def evaluate(self, split: str) -> tuple[Tensor, Tensor | None]:
-        loss, acc = self.task.evaluate(split)
-        return loss.reshape(1), None if acc is None else acc.reshape(1)
+    def evaluate(self, split: str) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Per seed: mean loss, accuracy (None without one), share of collapsed examples (None where not counted)."""
+        loss, acc, collapse = self.task.evaluate(split)
+        acc = acc if self.task.has_accuracy else None
+        collapse = collapse if self.task.counts_collapse else None
+        return tuple(None if t is None else t.reshape(1) for t in (loss, acc, collapse))
 
     def weight_norms(self) -> Tensor:
         return _norms(self.params, per_seed=False)
@@ -130,12 +133,13 @@ class Stacked:
                 p.grad.mul_(scale.view(-1, *[1] * (p.dim() - 1)).to(p.grad.dtype))
         return norms
 
-    def evaluate(self, split: str) -> tuple[Tensor, Tensor | None]:
+    def evaluate(self, split: str) -> tuple[Tensor, Tensor | None, Tensor | None]:
         def seed_eval(state, x, y):
             return self.task.measure(self._model(state), x, y, self.eval_chunk)
 
         axis = self.data_axis
-        return vmap(seed_eval, in_dims=(0, axis, axis))(self._state(), *self.data[split])
+        loss, acc, collapse = vmap(seed_eval, in_dims=(0, axis, axis))(self._state(), *self.data[split])
+        return loss, acc if self.task.has_accuracy else None, collapse if self.task.counts_collapse else None
 
     def weight_norms(self) -> Tensor:
         return _norms(self.params, per_seed=True)

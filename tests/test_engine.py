@@ -71,8 +71,10 @@ def test_run_directory_contract(cli, tmp_path):
     assert path.name == "modular-ma-seed0"
     assert sorted(p.name for p in path.iterdir()) == ["checkpoint.pt", "config.json", "metrics.csv", "summary.json"]
     rows = metrics(path, drop=())
-    assert list(rows[0]) == ["step", "wall_s", "train_loss", "train_acc", "val_loss", "val_acc", "weight_norm"]
+    assert list(rows[0]) == ["step", "wall_s", "train_loss", "train_acc", "val_loss", "val_acc", "weight_norm",
+                             "softmax_collapse"]
     assert [int(r["step"]) for r in rows] == [0, 5, 10, 12]  # step 0, every 5, and the last step
+    assert [r["softmax_collapse"] for r in rows] == ["0.0", "", "", "0.0"]  # where the training set is scored
     config = json.loads((path / "config.json").read_text())
     # weight_norm at step 0: the L2 norm of all initial parameters, computed here by hand
     from grokrun.config import resolve

@@ -103,19 +103,20 @@ def at_least_float32(t: Tensor) -> Tensor:
     return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
-def sum_over_chunks(x: Tensor, y: Tensor, chunk: int, score) -> tuple[Tensor, Tensor]:
-    """Totals of ``score(x_chunk, y_chunk) -> (summed loss, correct count)`` over a whole split, a chunk at a
-    time so evaluation memory stays bounded; the sums stay on the device (float64 loss, integer count).
-    Written without in-place updates, so it also runs under torch.func.vmap (one seed of a stack)."""
+def sum_over_chunks(x: Tensor, y: Tensor, chunk: int, score) -> tuple[Tensor, ...]:
+    """Totals of ``score(x_chunk, y_chunk) -> (summed loss, correct count, collapsed count)`` over a whole split, a
+    chunk at a time so evaluation memory stays bounded; the sums stay on the device (float64 loss, integer
+    counts). Written without in-place updates, so it also runs under torch.func.vmap (one seed of a stack)."""
     import torch
 
-    loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
-    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    totals = None
     for i in range(0, len(x), chunk):
-        loss, right = score(x[i:i + chunk], y[i:i + chunk])
-        loss_sum = loss_sum + loss
-        correct = correct + right
-    return loss_sum, correct
+        parts = score(x[i:i + chunk], y[i:i + chunk])
+        if totals is None:
+            totals = [torch.zeros((), device=x.device, dtype=torch.float64 if k == 0 else torch.long)
+                      for k in range(len(parts))]
+        totals = [t + p for t, p in zip(totals, parts)]
+    return tuple(totals)
 
 
 class Task:
@@ -143,6 +144,9 @@ class Task:
     capturable: bool = True
     """Whether a training step can be captured as a CUDA graph (grokrun.graphs): no wait for the device inside
     it and the same shapes every step (QM9's batches gather graphs on the host)."""
+    counts_collapse: bool = False
+    """Whether the training loss is a softmax (or StableMax) cross-entropy, whose collapse the training set's
+    evaluation counts (the softmax_collapse column)."""
     loss_units: int = 1
     """Outputs per example that the loss averages over (MNIST's MSE: 10), so evaluation reports its mean."""
     eval_chunk: int = 16384
@@ -151,19 +155,24 @@ class Task:
     def objective(self, model, data: tuple[Tensor, ...], idx: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def score(self, model, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor | None]:
+    def score(self, model, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(summed loss, correct count, collapsed count) over a chunk; the last counts the examples whose float32
+        softmax cross-entropy is exactly 0 (grokrun.losses.collapsed), a zero where ``counts_collapse`` is off."""
         raise NotImplementedError
 
     def loss(self, idx: Tensor) -> Tensor:
         return self.objective(self.model, self.data["train"], idx)
 
-    def evaluate(self, split: str) -> tuple[Tensor, Tensor | None]:
+    def evaluate(self, split: str) -> tuple[Tensor, Tensor | None, Tensor | None]:
         return self.measure(self.model, *self.data[split])
 
-    def measure(self, model, x: Tensor, y: Tensor, chunk: int | None = None) -> tuple[Tensor, Tensor | None]:
-        """(mean loss, accuracy or None) of ``model`` over the examples (x, y), ``chunk`` at a time."""
-        loss_sum, correct = sum_over_chunks(x, y, chunk or self.eval_chunk, lambda xb, yb: self.score(model, xb, yb))
-        return loss_sum / (len(x) * self.loss_units), correct.double() / len(x)
+    def measure(self, model, x: Tensor, y: Tensor, chunk: int | None = None
+                ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """(mean loss, accuracy, share of collapsed examples) of ``model`` over the examples (x, y), ``chunk`` at a
+        time; the accuracy and the share are tensors even where the task has none (the engine drops them)."""
+        loss_sum, correct, collapsed = sum_over_chunks(x, y, chunk or self.eval_chunk,
+                                                       lambda xb, yb: self.score(model, xb, yb))
+        return loss_sum / (len(x) * self.loss_units), correct.double() / len(x), collapsed.double() / len(x)
 
     def data_tensors(self) -> list[Tensor]:
         """The tensors that hold the split data; a checkpoint stores their fingerprint."""

@@ -247,11 +247,13 @@ class ImdbTask(Task):
         # no gradient, which the large initialization makes common. BCE-with-logits would train differently.
         return F.binary_cross_entropy(model(x[idx]), y[idx])
 
-    def score(self, model, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    def score(self, model, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        import torch
         import torch.nn.functional as F
 
         p = at_least_float32(model(x))
-        return F.binary_cross_entropy(p, y.to(p.dtype), reduction="sum"), ((p > 0.5) == (y > 0.5)).sum()
+        correct = ((p > 0.5) == (y > 0.5)).sum()
+        return F.binary_cross_entropy(p, y.to(p.dtype), reduction="sum"), correct, torch.zeros_like(correct)
 
 
 def build(cfg, device: torch.device, dtype: torch.dtype) -> ImdbTask:

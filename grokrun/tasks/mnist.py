@@ -43,7 +43,7 @@ class Options:
     init_scale: float = 8.0
     """Every initial parameter is multiplied by this (Omnigrok's large initialization)."""
     loss: str = "mse"
-    """mse (on one-hot targets, as published) | ce (cross-entropy)."""
+    """mse (on one-hot targets, as published) | ce (cross-entropy) | stablemax (cross-entropy over StableMax)."""
 
 
 # Omnigrok's MNIST script: AdamW with torch's default betas, no warmup; evaluations dense early (log
@@ -59,7 +59,7 @@ PRESETS = {
 MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"  # torchvision's first
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "gelu": "GELU", "sigmoid": "Sigmoid"}  # torch.nn class names
-LOSSES = ("mse", "ce")
+LOSSES = ("mse", "ce", "stablemax")
 
 
 def validate(cfg: Options) -> None:
@@ -150,7 +150,8 @@ class MnistTask(Task):
     batchable = True
     eval_chunk = 10_000
 
-    def __init__(self, cfg: Options, seed: int, batch_size: int, device: torch.device, dtype: torch.dtype):
+    def __init__(self, cfg: Options, seed: int, batch_size: int, device: torch.device, dtype: torch.dtype,
+                 loss_dtype: torch.dtype | None = None):
         import torch
 
         train_x, train_y, test_x, test_y = load(cfg.data_dir, cfg.download)
@@ -164,24 +165,37 @@ class MnistTask(Task):
         self.data = {"train": prepare(train_x[:n], train_y[:n]), "val": prepare(test_x, test_y)}
         self.mse = cfg.loss == "mse"
         self.loss_units = 10 if self.mse else 1  # the MSE averages over the 10 outputs too, as torch's MSELoss
+        self.counts_collapse = not self.mse
+        self.kind = "stablemax" if cfg.loss == "stablemax" else "softmax"
+        self.loss_dtype = loss_dtype
         self.batches = EpochBatches(n, batch_size, device, fork_global_generator())
 
     def _loss(self, logits: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
         import torch.nn.functional as F
 
+        from grokrun.losses import classification_loss
+
         if self.mse:  # on one-hot targets
             return F.mse_loss(logits, F.one_hot(y, 10).to(logits.dtype), reduction=reduction)
-        return F.cross_entropy(logits, y, reduction=reduction)
+        return classification_loss(logits, y, self.kind, self.loss_dtype, reduction=reduction)
 
     def objective(self, model, data: tuple[Tensor, Tensor], idx: Tensor) -> Tensor:
         x, y = data
         return self._loss(model(x[idx]), y[idx])
 
-    def score(self, model, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    def score(self, model, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        import torch
+
+        from grokrun.losses import collapsed
+
         logits = at_least_float32(model(x))
-        return self._loss(logits, y, reduction="sum"), (logits.argmax(-1) == y).sum()
+        correct = (logits.argmax(-1) == y).sum()
+        return (self._loss(logits, y, reduction="sum"), correct,
+                torch.zeros_like(correct) if self.mse else collapsed(logits, y, self.kind))  # (MSE has no softmax)
 
 
 def build(cfg, device: torch.device, dtype: torch.dtype) -> MnistTask:
     """The task for a resolved run config."""
-    return MnistTask(cfg.mnist, cfg.seed, cfg.train.batch_size, device, dtype)
+    from grokrun.losses import precision
+
+    return MnistTask(cfg.mnist, cfg.seed, cfg.train.batch_size, device, dtype, precision(cfg.train.softmax_dtype))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from grokrun.errors import UserError
-from grokrun.tasks.base import EpochBatches, Task, at_least_float32, check_at_most, fork_global_generator
+from grokrun.tasks.base import EpochBatches, Task, check_at_most, fork_global_generator
 
 if TYPE_CHECKING:
     import torch
@@ -40,6 +40,8 @@ class Options:
     """Attention heads."""
     block: str = "grokfast"
     """grokfast (as published: the stream is replaced by its LayerNorm before attention) | prenorm (textbook pre-LN)."""
+    loss: str = "ce"
+    """ce (softmax cross-entropy) | stablemax (cross-entropy over StableMax, Prieto et al. 2025)."""
 
 
 # The Grokfast modular script's settings are the code's defaults; the published runs differ from them so.
@@ -109,6 +111,8 @@ def validate(cfg: Options) -> None:
         if value < 1:
             raise UserError(f"--{flag} must be >= 1, got {value}")
     check_at_most({"layers": (cfg.layers, 64), "width": (cfg.width, 4096), "heads": (cfg.heads, cfg.width)})
+    if cfg.loss not in ("ce", "stablemax"):
+        raise UserError(f"unknown loss {cfg.loss!r}; choose one of: ce, stablemax")
     if cfg.block not in BLOCKS:
         raise UserError(f"unknown block {cfg.block!r}; choose one of: {', '.join(BLOCKS)}")
     if cfg.width % cfg.heads:
@@ -124,7 +128,7 @@ def describe(cfg: Options) -> str:
     text = _OP_TEXT.get(cfg.op) or re.sub(r"([xy])([23])", lambda m: m[1] + "²³"[int(m[2]) - 2], cfg.op)
     if cfg.op not in PERMUTATION_OPS:
         text += f" mod {cfg.p}"
-    return f"modular: {text}, {cfg.train_frac:.0%} train"
+    return f"modular: {text}, {cfg.train_frac:.0%} train" + (", StableMax" if cfg.loss == "stablemax" else "")
 
 
 def symbols(op: str, p: int) -> int:
@@ -164,8 +168,10 @@ def build_model(cfg: Options):
 
 class ModularTask(Task):
     batchable = True
+    counts_collapse = True
 
-    def __init__(self, cfg: Options, seed: int, batch_size: int, device: torch.device, dtype: torch.dtype):
+    def __init__(self, cfg: Options, seed: int, batch_size: int, device: torch.device, dtype: torch.dtype,
+                 loss_dtype: torch.dtype | None = None):
         import torch
 
         x, y, vocab = table(cfg.op, cfg.p)
@@ -181,20 +187,25 @@ class ModularTask(Task):
             "val": (x[order[n_train:]].to(device), y[order[n_train:]].to(device)),
         }
         self.batches = EpochBatches(n_train, batch_size, device, fork_global_generator())
+        self.kind = "stablemax" if cfg.loss == "stablemax" else "softmax"
+        self.loss_dtype = loss_dtype
 
     def objective(self, model, data: tuple[Tensor, Tensor], idx: Tensor) -> Tensor:
-        import torch.nn.functional as F
+        from grokrun.losses import classification_loss
 
         x, y = data
-        return F.cross_entropy(model(x[idx]), y[idx])
+        return classification_loss(model(x[idx]), y[idx], self.kind, self.loss_dtype)
 
-    def score(self, model, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        import torch.nn.functional as F
+    def score(self, model, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        from grokrun.losses import classification_loss, collapsed
 
         logits = model(x)
-        return F.cross_entropy(at_least_float32(logits), y, reduction="sum"), (logits.argmax(-1) == y).sum()
+        return (classification_loss(logits, y, self.kind, self.loss_dtype, reduction="sum"),
+                (logits.argmax(-1) == y).sum(), collapsed(logits, y, self.kind))
 
 
 def build(cfg, device: torch.device, dtype: torch.dtype) -> ModularTask:
     """The task for a resolved run config."""
-    return ModularTask(cfg.modular, cfg.seed, cfg.train.batch_size, device, dtype)
+    from grokrun.losses import precision
+
+    return ModularTask(cfg.modular, cfg.seed, cfg.train.batch_size, device, dtype, precision(cfg.train.softmax_dtype))

@@ -182,12 +182,12 @@ class Qm9Task(Task):
         x, edge_index, edge_attr, batch, y, n = self.store.batch(self.split["train"][idx])
         return F.mse_loss(self.model(x, edge_index, edge_attr, batch, n), y)
 
-    def evaluate(self, split: str) -> tuple[Tensor, None]:
+    def evaluate(self, split: str) -> tuple[Tensor, None, None]:
         import torch.nn.functional as F
 
         x, edge_index, edge_attr, batch, y, n = self.full[split]
         pred = self.model(x, edge_index, edge_attr, batch, n).double()
-        return F.mse_loss(pred, y.double()), None
+        return F.mse_loss(pred, y.double()), None, None
 
 
 def build(cfg, device: torch.device, dtype: torch.dtype) -> Qm9Task:

@@ -30,8 +30,10 @@ def test_mnist_learns_from_idx_files_end_to_end(cli, tmp_path):
     assert summary["status"] == "completed" and summary["best_val_acc"] >= 0.95  # chance is 0.1
     with open(run / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["step", "wall_s", "train_loss", "train_acc", "val_loss", "val_acc", "weight_norm"]
+    assert list(rows[0]) == ["step", "wall_s", "train_loss", "train_acc", "val_loss", "val_acc", "weight_norm",
+                             "softmax_collapse"]
     assert all(float(r["weight_norm"]) > 0 and r["train_acc"] for r in rows)  # log schedule: train scored at each
+    assert all(r["softmax_collapse"] == "" for r in rows)  # MSE: no softmax to collapse
     # dense early, log-spaced later: every step to 29, every 10th to 140, then log-spaced from 150 to 600
     steps = [int(r["step"]) for r in rows]
     assert steps[:31] == list(range(31)) and steps[31:42] == list(range(40, 150, 10)) and steps[-1] == 600
@@ -97,10 +99,10 @@ def test_log_schedule_by_hand():
 
 @pytest.mark.parametrize("args,message", [
     (["--activation", "swish"], "unknown activation 'swish'; choose one of: relu, tanh, gelu, sigmoid"),
-    (["--loss", "l1"], "unknown loss 'l1'; choose one of: mse, ce"),
+    (["--loss", "l1"], "unknown loss 'l1'; choose one of: mse, ce, stablemax"),
     (["--init-scale", "0"], "--init-scale must be > 0, got 0.0"),
     (["--train-points", "0"], "--train-points must be >= 1, got 0"),
-    (["--filter", "kalman"], "unknown filter 'kalman'; choose one of: none, ema, ma"),
+    (["--filter", "kalman"], "unknown filter 'kalman'; choose one of: none, ema, ma, orthograd, or several in order, comma-separated (orthograd,ema)"),
     (["--op", "add"], "--op does not apply to task mnist"),
     (["--eval-schedule", "cosine"], "unknown eval schedule 'cosine'; choose one of: linear, log"),
 ])
