@@ -181,14 +181,15 @@ class Decoder(nn.Module):
 
 # --- MLP (MNIST) ---------------------------------------------------------------------------------------
 
-def mlp(depth: int, width: int, activation: str) -> nn.Sequential:
-    """784 -> width -> ... -> 10: ``depth`` linear maps with the activation (a torch.nn class name) between them."""
+def mlp(depth: int, width: int, activation: str, inputs: int = 28 * 28, outputs: int = 10) -> nn.Sequential:
+    """inputs -> width -> ... -> outputs (784 -> ... -> 10 for MNIST): ``depth`` linear maps with the activation
+    (a torch.nn class name) between them."""
     layers: list[nn.Module] = []
-    d_in = 28 * 28
+    d_in = inputs
     for _ in range(depth - 1):
         layers += [nn.Linear(d_in, width), getattr(nn, activation)()]
         d_in = width
-    layers.append(nn.Linear(d_in, 10))
+    layers.append(nn.Linear(d_in, outputs))
     return nn.Sequential(*layers)
 
 

@@ -53,8 +53,12 @@ def qm9_args(tmp_path):
     return ["--data-dir", write_qm9(tmp_path / "data", n=20), "--no-download", "--size", "20", "--batch-size", "5"]
 
 
+def parity_args(tmp_path):
+    return ["--n-bits", "6", "--k", "2", "--samples", "64", "--width", "16", "--batch-size", "16"]
+
+
 TASK_ARGS = {"modular": modular_args, "mnist": mnist_args, "imdb": imdb_args,
-             "qm9": pytest.param(qm9_args, marks=needs_preprocessed)}
+             "qm9": pytest.param(qm9_args, marks=needs_preprocessed), "parity": parity_args}
 FILTER_ARGS = {  # settings that make each filter act within a few steps, and how titles must name it
     "sign": (["--lamb", "0.001"], "sign lamb=0.001"),
     "ma": (["--window-size", "2"], "MA window 2 λ=5"),  # MA's own lamb where no task published one

@@ -16,6 +16,7 @@ TASKS = {
     "mnist": "grokrun.tasks.mnist",
     "imdb": "grokrun.tasks.imdb",
     "qm9": "grokrun.tasks.qm9",
+    "parity": "grokrun.tasks.parity",
 }
 
 
