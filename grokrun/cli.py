@@ -154,7 +154,6 @@ def _new_runs(config: Optional[Path], values: dict[str, Any], seeds: Optional[st
     task-filter-seedsSPEC>, a run directory seed<N> each)."""
     import dataclasses
 
-    from grokrun.config import parse_seeds
     from grokrun.engine import format_seeds
     from grokrun.results import free_name
 
