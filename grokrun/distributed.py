@@ -41,7 +41,10 @@ def _train_unit(runs: list[tuple[Any, str]], threads: int) -> list[tuple[str, di
     todo, done = [], []
     for cfg, path in runs:
         path = Path(path)
-        summary = (read_run(path).summary or {}) if (path / CONFIG).is_file() else {}
+        try:
+            summary = (read_run(path).summary or {}) if (path / CONFIG).is_file() else {}
+        except (OSError, ValueError):  # lost before its metrics were written: start it again
+            summary = {}
         if summary.get("status") in FINAL:
             done.append((str(path), summary))  # finished before this worker (a retry after its summary was written)
         else:
