@@ -187,3 +187,31 @@ class Task:
             h.update(str((t.dtype, tuple(t.shape))).encode())
             h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
         return h.hexdigest()
+
+
+class ClassificationTask(Task):
+    """A task whose model gives logits over classes, trained on their cross-entropy under softmax or StableMax
+    (--loss ce|stablemax) in the --softmax-dtype precision: its objective and score, for the tasks that share
+    them (modular, parity). A subclass calls ``use_loss`` when it is built."""
+
+    counts_collapse = True
+    kind = "softmax"
+    loss_dtype: torch.dtype | None = None
+
+    def use_loss(self, loss: str, loss_dtype: torch.dtype | None) -> None:
+        """--loss (ce | stablemax) and the loss's precision (None: the logits' own, at least float32)."""
+        self.kind = "stablemax" if loss == "stablemax" else "softmax"
+        self.loss_dtype = loss_dtype
+
+    def objective(self, model, data: tuple[Tensor, Tensor], idx: Tensor) -> Tensor:
+        from grokrun.losses import classification_loss
+
+        x, y = data
+        return classification_loss(model(x[idx]), y[idx], self.kind, self.loss_dtype)
+
+    def score(self, model, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        from grokrun.losses import classification_loss, collapsed
+
+        logits = model(x)
+        return (classification_loss(logits, y, self.kind, self.loss_dtype, reduction="sum"),
+                (logits.argmax(-1) == y).sum(), collapsed(logits, y, self.kind))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from grokrun.errors import UserError
-from grokrun.tasks.base import EpochBatches, Task, check_at_most, fork_global_generator
+from grokrun.tasks.base import ClassificationTask, EpochBatches, check_at_most, fork_global_generator
 
 if TYPE_CHECKING:
     import torch
@@ -166,9 +166,8 @@ def build_model(cfg: Options):
     return Decoder(symbols(cfg.op, cfg.p) + 2, cfg.width, cfg.layers, cfg.heads, block=cfg.block)
 
 
-class ModularTask(Task):
+class ModularTask(ClassificationTask):
     batchable = True
-    counts_collapse = True
 
     def __init__(self, cfg: Options, seed: int, batch_size: int, device: torch.device, dtype: torch.dtype,
                  loss_dtype: torch.dtype | None = None):
@@ -187,21 +186,7 @@ class ModularTask(Task):
             "val": (x[order[n_train:]].to(device), y[order[n_train:]].to(device)),
         }
         self.batches = EpochBatches(n_train, batch_size, device, fork_global_generator())
-        self.kind = "stablemax" if cfg.loss == "stablemax" else "softmax"
-        self.loss_dtype = loss_dtype
-
-    def objective(self, model, data: tuple[Tensor, Tensor], idx: Tensor) -> Tensor:
-        from grokrun.losses import classification_loss
-
-        x, y = data
-        return classification_loss(model(x[idx]), y[idx], self.kind, self.loss_dtype)
-
-    def score(self, model, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        from grokrun.losses import classification_loss, collapsed
-
-        logits = model(x)
-        return (classification_loss(logits, y, self.kind, self.loss_dtype, reduction="sum"),
-                (logits.argmax(-1) == y).sum(), collapsed(logits, y, self.kind))
+        self.use_loss(cfg.loss, loss_dtype)
 
 
 def build(cfg, device: torch.device, dtype: torch.dtype) -> ModularTask:

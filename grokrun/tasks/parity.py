@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from grokrun.errors import UserError
-from grokrun.tasks.base import EpochBatches, Task, check_at_most, fork_global_generator
+from grokrun.tasks.base import ClassificationTask, EpochBatches, check_at_most, fork_global_generator
 
 if TYPE_CHECKING:
     import torch
@@ -85,9 +85,8 @@ def examples(cfg: Options) -> tuple[Tensor, Tensor]:
     return bits, bits[:, :cfg.k].sum(1) % 2
 
 
-class ParityTask(Task):
+class ParityTask(ClassificationTask):
     batchable = True
-    counts_collapse = True
 
     def __init__(self, cfg: Options, seed: int, batch_size: int, device: torch.device, dtype: torch.dtype,
                  loss_dtype: torch.dtype | None = None):
@@ -100,21 +99,7 @@ class ParityTask(Task):
         x = bits.to(device=device, dtype=dtype)
         self.data = {"train": (x[:n_train], labels[:n_train].to(device)), "val": (x[n_train:], labels[n_train:].to(device))}
         self.batches = EpochBatches(n_train, batch_size, device, fork_global_generator())
-        self.kind = "stablemax" if cfg.loss == "stablemax" else "softmax"
-        self.loss_dtype = loss_dtype
-
-    def objective(self, model, data: tuple[Tensor, Tensor], idx: Tensor) -> Tensor:
-        from grokrun.losses import classification_loss
-
-        x, y = data
-        return classification_loss(model(x[idx]), y[idx], self.kind, self.loss_dtype)
-
-    def score(self, model, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        from grokrun.losses import classification_loss, collapsed
-
-        logits = model(x)
-        return (classification_loss(logits, y, self.kind, self.loss_dtype, reduction="sum"),
-                (logits.argmax(-1) == y).sum(), collapsed(logits, y, self.kind))
+        self.use_loss(cfg.loss, loss_dtype)
 
 
 def build(cfg, device: torch.device, dtype: torch.dtype) -> ParityTask:
