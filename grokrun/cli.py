@@ -446,6 +446,35 @@ def plot(
                      + "".join(f"; overlay {p}" for p in report.overlays)))
 
 
+@app.command()
+def analyze(
+    paths: Annotated[list[Path], typer.Argument(help="Run directories, or folders searched for them.",
+                                                show_default=False)],
+    fmt: Annotated[str, typer.Option("--format", help="Figure format: png, svg or pdf (the animation is a GIF).")]
+    = "png",
+) -> None:
+    """What a modular-arithmetic run learned, from its weight snapshots (train --snapshots, on by default).
+
+    Per run, in its directory: embedding_pca.png and embedding_pca.gif (the residues' embeddings on their
+    principal components, joined in the order of a key frequency: the circles), fourier.png and fourier.json
+    (the embedding's norm per Fourier frequency, the key frequencies and their share), progress.png and
+    progress.csv (train/test loss, restricted and excluded loss, Fourier sparsity and weight norm over the
+    snapshots, with the phase marks). S5 runs get the PCA figures only.
+    """
+    from grokrun.plot import FORMATS
+
+    if fmt not in FORMATS:
+        fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    from grokrun.analyze import analyze_paths
+
+    try:
+        results = analyze_paths(paths, fmt)
+    except UserError as e:
+        fail(str(e))
+    for result in results:
+        out.print(escape(result.summary()))
+
+
 def warn(message: str) -> None:
     err.print(f"[yellow]warning:[/yellow] {escape(message)}")
 

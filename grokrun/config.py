@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from grokrun import snapshots
 from grokrun.errors import UserError
 from grokrun.filters import check_name as check_filter
 from grokrun.filters import defaults_of as filter_defaults
@@ -57,6 +58,8 @@ class OptimConfig:
     """Adam beta1 (SGD momentum)."""
     beta2: float = 0.98
     """Adam beta2."""
+    eps: float = 1e-8
+    """Adam epsilon (Prieto et al. use 1e-25, so that a vanishing gradient still moves the weights)."""
     weight_decay: float = 0.0
     """Weight decay."""
     decay_to: str = "zero"
@@ -85,6 +88,8 @@ class TrainConfig:
     """Log schedule: how many log-spaced evaluations from step 150 to the budget (2 to 10,000)."""
     checkpoint_every: int = 0
     """Write <run>/checkpoint.pt every N steps (0 = every 10% of the budget), and at the end."""
+    snapshots: str = "off"
+    """Save the model's weights at these steps into <run>/snapshots/ (for grokrun analyze): log (about 30, log-spaced from step 0) | N (every N steps) | off. The modular task's default is log."""
     softmax_dtype: str = "auto"
     """Precision of a classification loss's softmax (or StableMax): auto (the model's, at least float32) | float32 | float64."""
 
@@ -318,6 +323,7 @@ def validate(cfg) -> None:
     _check_range("lr", o.lr > 0, "> 0", o.lr)
     _check_range("beta1", 0.0 <= o.beta1 < 1.0, "in [0, 1)", o.beta1)
     _check_range("beta2", 0.0 <= o.beta2 < 1.0, "in [0, 1)", o.beta2)
+    _check_range("eps", 0.0 < o.eps < 1.0, "in (0, 1)", o.eps)
     _check_range("weight-decay", o.weight_decay >= 0, ">= 0", o.weight_decay)
     _check_range("warmup-steps", 0 <= o.warmup_steps <= MAX_STEPS, f"in [0, {MAX_STEPS:,}]", o.warmup_steps)
     _check_range("clip-grad", o.clip_grad >= 0, ">= 0 (0 = no clipping)", o.clip_grad)
@@ -330,6 +336,7 @@ def validate(cfg) -> None:
     _check_choice("softmax dtype", t.softmax_dtype, ("auto", "float32", "float64"))
     _check_range("checkpoint-every", 0 <= t.checkpoint_every <= MAX_STEPS,
                  f"in [0, {MAX_STEPS:,}] (0 = every 10% of the budget)", t.checkpoint_every)
+    snapshots.steps(t.snapshots, t.max_steps)  # a bad spec is its one-line error
     _check_range("eval-points", 2 <= t.eval_points <= MAX_EVAL_POINTS, f"in [2, {MAX_EVAL_POINTS:,}]", t.eval_points)
     _check_range("train-eval-every", 1 <= t.train_eval_every <= MAX_STEPS, f"in [1, {MAX_STEPS:,}]",
                  t.train_eval_every)

@@ -29,7 +29,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import grokrun
-from grokrun import checkpoint, graphs
+from grokrun import checkpoint, graphs, snapshots
 from grokrun.config import TrainConfig, resolve, to_dict
 from grokrun.errors import UserError
 from grokrun.filters import describe_variant
@@ -38,8 +38,8 @@ from grokrun.models import add_lora, parameter_counts
 from grokrun.measure import StepTimer, peak_memory_mb, reset_peak_memory, synchronize
 from grokrun.optim import make_optimizer, warmup_factor
 from grokrun.stacking import Single, Stacked, split_filter, split_optimizer, stack_filter, stack_optimizer
-from grokrun.results import (CHECKPOINT, CONFIG, METRICS, OUTPUT_SETTINGS, SUMMARY, RunWriter, differences, first_difference,
-                             metric_summary, new_run_dir)
+from grokrun.results import (CHECKPOINT, CONFIG, METRICS, OUTPUT_SETTINGS, SUMMARY, RunWriter, differences,
+                             first_difference, metric_summary, new_run_dir, without)
 from grokrun.tasks import task
 
 
@@ -272,6 +272,7 @@ class Run:
         self.active = list(range(len(cfgs)))  # the seeds still training, in the order of the stack
         self.evals = eval_steps(cfg.train, self.batches[0].steps_per_epoch)
         self.save_every = cfg.train.checkpoint_every or max(1, cfg.train.max_steps // 10)
+        self.snapshot_steps = snapshots.steps(cfg.train.snapshots, cfg.train.max_steps)
         self.timer = StepTimer(self.device)
         self.stop = StopSignals()  # replaced by the live one while the loop runs
         self.wall, self.start_step, self.peak_before = 0.0, 0, 0.0  # wall: training time, evaluation excluded
@@ -337,6 +338,7 @@ class Run:
         self.run_dirs = list(run_dirs)
         for run_dir in run_dirs:
             (run_dir / SUMMARY).unlink(missing_ok=True)  # running again: no stale status
+            snapshots.discard_after(run_dir, self.start_step)
 
     # --- the loop ---------------------------------------------------------------------------------------
 
@@ -353,6 +355,8 @@ class Run:
             with progress, stop_signals() as stop:
                 self.stop = stop
                 rows = self.evaluate(0) if self.start_step == 0 else [w.rows[-1] for w in self.writers]
+                if self.start_step == 0:
+                    self.save_snapshots(0)
                 t0 = time.perf_counter()
                 for step in range(self.start_step + 1, max_steps + 1):
                     self.timer.start()
@@ -360,7 +364,8 @@ class Run:
                     first_bad = torch.where(bad & (first_bad < 0), step, first_bad)  # on the device: no wait
                     self.timer.stop()
                     is_eval, is_save = step in self.evals, step % self.save_every == 0 or step == max_steps
-                    if not (is_eval or is_save or stop.requested):
+                    is_snapshot = step in self.snapshot_steps
+                    if not (is_eval or is_save or is_snapshot or stop.requested):
                         continue
                     # The only places the loop waits for the device: evaluations, checkpoints, a stop request.
                     synchronize(self.device)
@@ -369,6 +374,8 @@ class Run:
                     if is_eval:
                         rows = self.evaluate(step)
                         progress.update(step, self.wall, rows, len(self.cfgs))
+                    if is_snapshot:
+                        self.save_snapshots(step)
                     ended: dict[int, tuple[str, int | None]] = {}  # position in the stack -> (status, diverged at)
                     for j, bad_step in enumerate(first_bad.tolist()):
                         if bad_step >= 0:
@@ -508,6 +515,13 @@ class Run:
                     "batches": self.batches[i].state_dict(),
                 })
 
+    def save_snapshots(self, step: int) -> None:
+        """The weights of every seed still training, into its run directory's snapshots/ (grokrun.snapshots)."""
+        if step not in self.snapshot_steps:
+            return
+        for j, i in enumerate(self.active):
+            snapshots.save(self.run_dirs[i], step, self.models.state(j))
+
     def peak_memory_mb(self) -> float:
         return max(self.peak_before, peak_memory_mb(self.device))
 
@@ -604,7 +618,7 @@ def _common_parent(paths: list[Path]) -> Path:
 def _resumable_settings(cfg, seed: bool = True) -> dict[str, Any]:
     """What a checkpoint must agree with to resume: every setting but where the run directory lies (and,
     for runs trained together, but the seed)."""
-    return {k: v for k, v in to_dict(cfg).items() if k not in OUTPUT_SETTINGS and (seed or k != "seed")}
+    return without(to_dict(cfg), OUTPUT_SETTINGS + (() if seed else ("seed",)))
 
 
 def _to(state: Any, device: torch.device) -> Any:

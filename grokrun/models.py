@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 NODE_FEATURES, EDGE_FEATURES = 11, 4  # QM9's atom and bond features, as torch_geometric encodes them
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}  # the decoder's and the pair MLP's choices
 
 
 def scale_init(model: nn.Module, factor: float) -> nn.Module:
@@ -74,20 +75,22 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
 # --- decoder transformer (modular arithmetic) -----------------------------------------------------------
 
 class Block(nn.Module):
-    """Causal self-attention and GELU MLP, each after a LayerNorm.
+    """Causal self-attention and an MLP (GELU, 4 x width, unless told otherwise), each after a LayerNorm.
 
     ``prenorm`` is the textbook pre-LN block, x + attn(ln1(x)). ``grokfast`` is the block of the
     published Grokfast decoder, where the stream itself is replaced by ln1(x) before the attention
     residual: h = ln1(x); h + attn(h). Grokfast's numbers were measured with the latter.
     """
 
-    def __init__(self, width: int, heads: int, kind: str = "grokfast"):
+    def __init__(self, width: int, heads: int, kind: str = "grokfast", mlp_width: int | None = None,
+                 activation: str = "gelu", layernorm: bool = True):
         super().__init__()
         self.heads = heads
         self.normed_stream = kind == "grokfast"
         self.fused_attention = True  # see vmappable()
-        self.ln1 = nn.LayerNorm(width)
-        self.ln2 = nn.LayerNorm(width)
+        # Without LayerNorm (Nanda et al.'s one-layer model) both blocks are x + attn(x), then x + mlp(x).
+        self.ln1 = nn.LayerNorm(width) if layernorm else nn.Identity()
+        self.ln2 = nn.LayerNorm(width) if layernorm else nn.Identity()
         # Initialized as torch's MultiheadAttention, which the Grokfast decoder uses (xavier in-projection,
         # zero biases), and drawing random numbers in its order: the output projection's default init
         # first, then the in-projection. So a seed gives the published script's initial weights.
@@ -97,7 +100,8 @@ class Block(nn.Module):
         self.qkv_scale = 0.0  # with adapters (add_lora): the scale of qkv_lora_b @ qkv_lora_a
         nn.init.xavier_uniform_(self.qkv_weight)
         nn.init.zeros_(self.proj.bias)
-        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+        hidden = mlp_width or 4 * width
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), ACTIVATIONS[activation](), nn.Linear(hidden, width))
 
     def forward(self, x: Tensor, last_only: bool = False) -> Tensor:
         """With ``last_only``, return only the last position: the queries, the attention output and the
@@ -163,12 +167,14 @@ class Decoder(nn.Module):
     """
 
     def __init__(self, vocab: int, width: int, layers: int, heads: int, seq_len: int = 5,
-                 block: str = "grokfast"):
+                 block: str = "grokfast", mlp_width: int | None = None, activation: str = "gelu",
+                 layernorm: bool = True):
         super().__init__()
         self.tok = nn.Embedding(vocab, width)
         self.pos = nn.Embedding(seq_len, width)
-        self.blocks = nn.ModuleList(Block(width, heads, block) for _ in range(layers))
-        self.ln_f = nn.LayerNorm(width)
+        self.blocks = nn.ModuleList(Block(width, heads, block, mlp_width, activation, layernorm)
+                                    for _ in range(layers))
+        self.ln_f = nn.LayerNorm(width) if layernorm else nn.Identity()
         self.head = nn.Linear(width, vocab, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -177,6 +183,39 @@ class Decoder(nn.Module):
         for i, block in enumerate(self.blocks):
             h = block(h, last_only=i == len(self.blocks) - 1)
         return self.head(self.ln_f(h[:, -1]))
+
+
+# --- MLP on a pair of symbols (modular arithmetic, Prieto et al. 2025) -----------------------------------
+
+class PairMLP(nn.Module):
+    """one-hot(a) ++ one-hot(b) -> ``layers`` hidden layers of ``width`` -> one logit per symbol.
+
+    Prieto et al.'s MLP for modular arithmetic. The first layer is an ordinary nn.Linear(2n, width) (its
+    initialization is theirs); its product with the two one-hot vectors is computed as the sum of two of its
+    columns, which is the same number without multiplying by zeros. Reads a and b from the task's
+    [a, op, b, =] rows.
+    """
+
+    def __init__(self, symbols: int, width: int, layers: int, activation: str = "relu"):
+        super().__init__()
+        self.symbols = symbols
+        self.first = nn.Linear(2 * symbols, width)
+        rest: list[nn.Module] = [ACTIVATIONS[activation]()]
+        for _ in range(layers - 1):
+            rest += [nn.Linear(width, width), ACTIVATIONS[activation]()]
+        rest.append(nn.Linear(width, symbols))
+        self.rest = nn.Sequential(*rest)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits over the symbols: (batch, symbols)."""
+        a, b = x[:, 0], x[:, 2] + self.symbols
+        if isinstance(self.first, nn.Linear):
+            w = self.first.weight.t()
+            h = F.embedding(a, w) + F.embedding(b, w) + self.first.bias
+        else:  # wrapped (a LoRA adapter): the plain product with the two-hot input
+            two_hot = F.one_hot(a, 2 * self.symbols) + F.one_hot(b, 2 * self.symbols)
+            h = self.first(two_hot.to(self.rest[-1].weight.dtype))
+        return self.rest(h)
 
 
 # --- MLP (MNIST) ---------------------------------------------------------------------------------------

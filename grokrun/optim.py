@@ -18,7 +18,7 @@ def adam(o, params):
     """Adam with weight decay coupled into the gradient (L2), as the Grokfast modular script."""
     import torch
 
-    return torch.optim.Adam(params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
+    return torch.optim.Adam(params, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay)
 
 
 adam.decay = "coupled"  # how each optimizer decays: added to the gradient, or taken off the weights (--decay-to)
@@ -28,7 +28,7 @@ def adamw(o, params):
     """AdamW: decoupled weight decay."""
     import torch
 
-    return torch.optim.AdamW(params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
+    return torch.optim.AdamW(params, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay)
 
 
 adamw.decay = "decoupled"

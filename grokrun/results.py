@@ -306,13 +306,26 @@ def load_runs(paths: list[Path]) -> tuple[list[Run], list[str]]:
 
 
 # Settings that name or place a run but do not change what it computes.
-OUTPUT_SETTINGS = ("out", "name", "tensorboard")  # where and how a run is written, not what it trains
+# where and how a run is written, not what it trains ("section.key" for a key inside a section)
+OUTPUT_SETTINGS = ("out", "name", "tensorboard", "train.snapshots")
 _NOT_VARIANT = ("seed", *OUTPUT_SETTINGS)
+
+
+def without(config: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """A saved config (nested by section) less ``keys``, top-level or "section.key"."""
+    out = dict(config)
+    for key in keys:
+        section, _, name = key.rpartition(".")
+        if not section:
+            out.pop(key, None)
+        elif isinstance(out.get(section), dict):
+            out[section] = {k: v for k, v in out[section].items() if k != name}
+    return out
 
 
 def variant_settings(config: dict[str, Any]) -> dict[str, Any]:
     """A run's config without its seed and location: runs that share it are seeds of one variant."""
-    return {k: v for k, v in config.items() if k not in _NOT_VARIANT}
+    return without(config, _NOT_VARIANT)
 
 
 def differences(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[Any, Any]]:

@@ -24,5 +24,8 @@ def test_config_opens_with_its_command_and_matches_the_code_preset(path):
     assert first == f"# grokrun train --config configs/{path.name}"
     task, _, variant = path.stem.partition("_")
     from_file = resolve(path, {})
+    if task not in TASKS:  # a study's setup (nanda_add, prieto_add_float32): it resolves, and names its task
+        assert from_file.task in TASKS
+        return
     from_flags = resolve(None, {"task": task, "filter.name": "none" if variant == "baseline" else variant})
     assert asdict(from_file) == asdict(from_flags)

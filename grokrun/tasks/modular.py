@@ -32,20 +32,29 @@ class Options:
     """Modulus (prime for div); unused by the s5 operations."""
     train_frac: float = 0.5
     """Fraction of the table used for training, in (0, 1)."""
+    arch: str = "decoder"
+    """decoder (the Grokfast transformer) | mlp (one-hot a and b concatenated, --layers hidden layers of --width, one logit per symbol: Prieto et al.'s MLP)."""
     layers: int = 2
-    """Decoder layers."""
+    """Decoder layers (mlp: hidden layers)."""
     width: int = 128
     """Model width."""
     heads: int = 4
     """Attention heads."""
+    mlp_width: int = 0
+    """Hidden width of the decoder blocks' MLP; 0 = 4 x --width."""
+    activation: str = "gelu"
+    """gelu | relu: the decoder MLP's (or the mlp's) nonlinearity."""
+    layernorm: bool = True
+    """Decoder LayerNorms (--no-layernorm: none, as Nanda et al.'s one-layer model)."""
     block: str = "grokfast"
     """grokfast (as published: the stream is replaced by its LayerNorm before attention) | prenorm (textbook pre-LN)."""
     loss: str = "ce"
     """ce (softmax cross-entropy) | stablemax (cross-entropy over StableMax, Prieto et al. 2025)."""
 
 
-# The Grokfast modular script's settings are the code's defaults; the published runs differ from them so.
-DEFAULTS: dict = {}
+# The Grokfast modular script's settings are the code's defaults (snapshots aside); the published runs differ
+# from them so.
+DEFAULTS: dict = {"train.snapshots": "log"}  # weights for grokrun analyze
 PRESETS = {
     "none": {"train.max_steps": 100_000},  # the baseline groks at ~40k steps
     "ema": {"filter.alpha": 0.98, "filter.lamb": 2.0, "optim.weight_decay": 0.005},
@@ -71,6 +80,8 @@ MODULAR_OPS = {
 }
 NEEDS_PRIME = ("div",)
 BLOCKS = ("grokfast", "prenorm")  # see models.Block
+ARCHS = ("decoder", "mlp")
+ACTIVATIONS = ("gelu", "relu")  # models.ACTIVATIONS, named here so --help needs no torch
 
 
 def _compose(x: tuple, y: tuple) -> tuple:
@@ -107,15 +118,22 @@ def validate(cfg: Options) -> None:
         raise UserError(f"--op {cfg.op} needs a prime --p (every b != 0 must have an inverse), got {cfg.p}")
     if not 0.0 < cfg.train_frac < 1.0:
         raise UserError(f"--train-frac must be in (0, 1), got {cfg.train_frac}")
+    if cfg.arch not in ARCHS:
+        raise UserError(f"unknown arch {cfg.arch!r}; choose one of: {', '.join(ARCHS)}")
     for flag, value in (("layers", cfg.layers), ("width", cfg.width), ("heads", cfg.heads)):
         if value < 1:
             raise UserError(f"--{flag} must be >= 1, got {value}")
-    check_at_most({"layers": (cfg.layers, 64), "width": (cfg.width, 4096), "heads": (cfg.heads, cfg.width)})
+    if cfg.mlp_width < 0:
+        raise UserError(f"--mlp-width must be >= 0 (0 = 4 x --width), got {cfg.mlp_width}")
+    check_at_most({"layers": (cfg.layers, 64), "width": (cfg.width, 4096), "heads": (cfg.heads, cfg.width),
+                   "mlp-width": (cfg.mlp_width, 16384)})
+    if cfg.activation not in ACTIVATIONS:
+        raise UserError(f"unknown activation {cfg.activation!r}; choose one of: {', '.join(ACTIVATIONS)}")
     if cfg.loss not in ("ce", "stablemax"):
         raise UserError(f"unknown loss {cfg.loss!r}; choose one of: ce, stablemax")
     if cfg.block not in BLOCKS:
         raise UserError(f"unknown block {cfg.block!r}; choose one of: {', '.join(BLOCKS)}")
-    if cfg.width % cfg.heads:
+    if cfg.arch == "decoder" and cfg.width % cfg.heads:
         raise UserError(f"--width must be a multiple of --heads, got {cfg.width} and {cfg.heads}")
 
 
@@ -128,7 +146,8 @@ def describe(cfg: Options) -> str:
     text = _OP_TEXT.get(cfg.op) or re.sub(r"([xy])([23])", lambda m: m[1] + "²³"[int(m[2]) - 2], cfg.op)
     if cfg.op not in PERMUTATION_OPS:
         text += f" mod {cfg.p}"
-    return f"modular: {text}, {cfg.train_frac:.0%} train" + (", StableMax" if cfg.loss == "stablemax" else "")
+    arch = f", MLP {cfg.layers}×{cfg.width}" if cfg.arch == "mlp" else ""
+    return f"modular: {text}, {cfg.train_frac:.0%} train{arch}" + (", StableMax" if cfg.loss == "stablemax" else "")
 
 
 def symbols(op: str, p: int) -> int:
@@ -160,10 +179,13 @@ def table(op: str, p: int) -> tuple[Tensor, Tensor, int]:
 
 
 def build_model(cfg: Options):
-    """The decoder for this table (vocabulary: the symbols, '=' and the op token)."""
-    from grokrun.models import Decoder
+    """The decoder for this table (vocabulary: the symbols, '=' and the op token), or the pair MLP."""
+    from grokrun.models import Decoder, PairMLP
 
-    return Decoder(symbols(cfg.op, cfg.p) + 2, cfg.width, cfg.layers, cfg.heads, block=cfg.block)
+    if cfg.arch == "mlp":
+        return PairMLP(symbols(cfg.op, cfg.p), cfg.width, cfg.layers, cfg.activation)
+    return Decoder(symbols(cfg.op, cfg.p) + 2, cfg.width, cfg.layers, cfg.heads, block=cfg.block,
+                   mlp_width=cfg.mlp_width or None, activation=cfg.activation, layernorm=cfg.layernorm)
 
 
 class ModularTask(ClassificationTask):

@@ -205,3 +205,54 @@ def test_seed_gives_the_published_weights_split_and_batch_order():
         order = order[torch.randperm(len(order))]
         got = torch.cat([task.batches.next() for _ in range(task.batches.steps_per_epoch)])
         assert torch.equal(task.data["train"][0][got], x[order])
+
+
+def test_pair_mlp_is_prieto_et_al_s_mlp_on_the_two_hot_input():
+    """The MLP's first layer reads two columns instead of multiplying by the one-hot vectors: the same numbers."""
+    from grokrun.models import LoRALinear, PairMLP
+
+    torch.manual_seed(0)
+    model = PairMLP(13, 20, 2, "relu").double()
+    x, _, _ = table("add", 13)
+    two_hot = torch.cat([nn.functional.one_hot(x[:, 0], 13), nn.functional.one_hot(x[:, 2], 13)], 1).double()
+    reference = nn.Sequential(model.first, *model.rest)  # nn.Linear(26, 20), ReLU, Linear(20, 20), ReLU, Linear(20, 13)
+    assert torch.allclose(model(x), reference(two_hot), rtol=0, atol=1e-12)
+    assert [type(m).__name__ for m in model.rest] == ["ReLU", "Linear", "ReLU", "Linear"]
+    model.first = LoRALinear(model.first, 2, 1.0)  # wrapped: the plain product, B = 0 the same function
+    assert torch.allclose(model(x), reference(two_hot), rtol=0, atol=1e-12)
+
+
+def test_decoder_options_for_nanda_et_al_s_model():
+    from grokrun.tasks.modular import build_model
+
+    model = build_model(ModularConfig(op="add", p=113, layers=1, width=128, heads=4, mlp_width=512,
+                                      activation="relu", layernorm=False))
+    assert not any(isinstance(m, nn.LayerNorm) for m in model.modules())
+    block = model.blocks[0]
+    assert block.mlp[0].out_features == 512 and isinstance(block.mlp[1], nn.ReLU)
+    x = torch.tensor([[1, 114, 2, 113], [5, 114, 7, 113]])
+    assert model(x).shape == (2, 115)
+    default = build_model(ModularConfig())  # the published decoder is unchanged by the options
+    assert sum(isinstance(m, nn.LayerNorm) for m in default.modules()) == 5
+    assert default.blocks[0].mlp[0].out_features == 512 and isinstance(default.blocks[0].mlp[1], nn.GELU)
+
+
+@pytest.mark.parametrize("cfg,message", [
+    (ModularConfig(arch="cnn"), "unknown arch 'cnn'; choose one of: decoder, mlp"),
+    (ModularConfig(activation="tanh"), "unknown activation 'tanh'; choose one of: gelu, relu"),
+    (ModularConfig(mlp_width=-1), "--mlp-width must be >= 0"),
+])
+def test_validate_rejects_model_options(cfg, message):
+    with pytest.raises(UserError, match=message):
+        validate(cfg)
+
+
+def test_adam_epsilon_reaches_the_optimizer():
+    from grokrun.config import resolve
+    from grokrun.optim import make_optimizer
+
+    cfg = resolve(None, {"optim.name": "adamw", "optim.eps": 1e-25})
+    optimizer = make_optimizer(cfg.optim, [nn.Parameter(torch.zeros(2))])
+    assert optimizer.param_groups[0]["eps"] == 1e-25
+    with pytest.raises(UserError, match="--eps must be in"):
+        resolve(None, {"optim.eps": 0.0})
