@@ -50,15 +50,17 @@ def tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp")
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
+def atomic_write(path: Path, write: Callable[[IO[bytes]], Any], durable: bool = True) -> None:
     """``write`` into a temporary file beside ``path``, flushed to disk, then renamed over it: readers see
-    the old file or the new one, never half of one, and no temporary file is left behind."""
+    the old file or the new one, never half of one, and no temporary file is left behind. ``durable=False``
+    skips the wait for the disk (still whole after a crash of the process, not after a power cut)."""
     tmp = tmp_name(path)
     try:
         with open(tmp, "wb") as f:
             write(f)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

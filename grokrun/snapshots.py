@@ -5,7 +5,8 @@
     --snapshots off     none (every other task's default)
 
 One file per snapshot, ``<run>/snapshots/step-000001234.pt``: the model's state_dict on the CPU, written
-once, atomically, when the step is reached (so a run stopped early keeps the snapshots it reached).
+once, atomically, when the step is reached (so a run stopped early keeps the snapshots it reached); a resumed
+run writes again those after its checkpoint.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ def save(run_dir: Path, step: int, state: dict[str, Tensor]) -> None:
     target = path(run_dir, step)
     target.parent.mkdir(exist_ok=True)
     cpu = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
-    atomic_write(target, lambda f: torch.save({"step": step, "model": cpu}, f))
+    # (not fsynced: a snapshot lost to a power cut is not worth a wait for the disk at each of them)
+    atomic_write(target, lambda f: torch.save({"step": step, "model": cpu}, f), durable=False)
 
 
 def saved_steps(run_dir: Path) -> list[int]:
