@@ -168,10 +168,14 @@ class Decoder(nn.Module):
 
     def __init__(self, vocab: int, width: int, layers: int, heads: int, seq_len: int = 5,
                  block: str = "grokfast", mlp_width: int | None = None, activation: str = "gelu",
-                 layernorm: bool = True):
+                 layernorm: bool = True, embed_std: float = 1.0):
         super().__init__()
         self.tok = nn.Embedding(vocab, width)
         self.pos = nn.Embedding(seq_len, width)
+        if embed_std != 1.0:  # torch draws N(0, 1); scaled after the draw, so the seed's other draws are unchanged
+            with torch.no_grad():
+                self.tok.weight.mul_(embed_std)
+                self.pos.weight.mul_(embed_std)
         self.blocks = nn.ModuleList(Block(width, heads, block, mlp_width, activation, layernorm)
                                     for _ in range(layers))
         self.ln_f = nn.LayerNorm(width) if layernorm else nn.Identity()

@@ -44,6 +44,8 @@ class Options:
     """Hidden width of the decoder blocks' MLP; 0 = 4 x --width."""
     activation: str = "gelu"
     """gelu | relu: the decoder MLP's (or the mlp's) nonlinearity."""
+    embed_std: float = 1.0
+    """Standard deviation of the decoder's token and position embeddings at initialization (torch's N(0, 1); Nanda et al. use 1/sqrt(width))."""
     layernorm: bool = True
     """Decoder LayerNorms (--no-layernorm: none, as Nanda et al.'s one-layer model)."""
     block: str = "grokfast"
@@ -127,6 +129,8 @@ def validate(cfg: Options) -> None:
         raise UserError(f"--mlp-width must be >= 0 (0 = 4 x --width), got {cfg.mlp_width}")
     check_at_most({"layers": (cfg.layers, 64), "width": (cfg.width, 4096), "heads": (cfg.heads, cfg.width),
                    "mlp-width": (cfg.mlp_width, 16384)})
+    if not 0.0 < cfg.embed_std <= 100.0:
+        raise UserError(f"--embed-std must be in (0, 100], got {cfg.embed_std}")
     if cfg.activation not in ACTIVATIONS:
         raise UserError(f"unknown activation {cfg.activation!r}; choose one of: {', '.join(ACTIVATIONS)}")
     if cfg.loss not in ("ce", "stablemax"):
@@ -185,7 +189,8 @@ def build_model(cfg: Options):
     if cfg.arch == "mlp":
         return PairMLP(symbols(cfg.op, cfg.p), cfg.width, cfg.layers, cfg.activation)
     return Decoder(symbols(cfg.op, cfg.p) + 2, cfg.width, cfg.layers, cfg.heads, block=cfg.block,
-                   mlp_width=cfg.mlp_width or None, activation=cfg.activation, layernorm=cfg.layernorm)
+                   mlp_width=cfg.mlp_width or None, activation=cfg.activation, layernorm=cfg.layernorm,
+                   embed_std=cfg.embed_std)
 
 
 class ModularTask(ClassificationTask):
