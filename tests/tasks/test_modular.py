@@ -232,6 +232,11 @@ def test_decoder_options_for_nanda_et_al_s_model():
     assert block.mlp[0].out_features == 512 and isinstance(block.mlp[1], nn.ReLU)
     x = torch.tensor([[1, 114, 2, 113], [5, 114, 7, 113]])
     assert model(x).shape == (2, 115)
+    torch.manual_seed(0)
+    plain = build_model(ModularConfig(op="add", p=113))
+    torch.manual_seed(0)
+    scaled = build_model(ModularConfig(op="add", p=113, embed_std=0.5))  # scaled after the same draws
+    assert torch.equal(scaled.tok.weight, plain.tok.weight * 0.5) and torch.equal(scaled.head.weight, plain.head.weight)
     default = build_model(ModularConfig())  # the published decoder is unchanged by the options
     assert sum(isinstance(m, nn.LayerNorm) for m in default.modules()) == 5
     assert default.blocks[0].mlp[0].out_features == 512 and isinstance(default.blocks[0].mlp[1], nn.GELU)
@@ -241,6 +246,7 @@ def test_decoder_options_for_nanda_et_al_s_model():
     (ModularConfig(arch="cnn"), "unknown arch 'cnn'; choose one of: decoder, mlp"),
     (ModularConfig(activation="tanh"), "unknown activation 'tanh'; choose one of: gelu, relu"),
     (ModularConfig(mlp_width=-1), "--mlp-width must be >= 0"),
+    (ModularConfig(embed_std=0.0), "--embed-std must be in"),
 ])
 def test_validate_rejects_model_options(cfg, message):
     with pytest.raises(UserError, match=message):
