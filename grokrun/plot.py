@@ -436,7 +436,7 @@ def progress_measures(progress: list[dict[str, Any]], phases: dict[str, int | No
     top.set_ylabel("cross-entropy (float64)")
     sparsity = np.array([r["fourier_sparsity"] for r in progress], dtype=float)
     bottom.plot(steps, sparsity, color="C4", marker=".", markersize=3, label="Fourier sparsity (key share)")
-    bottom.set_ylabel("share of the embedding's norm² in the key frequencies")
+    bottom.set_ylabel("key frequencies' share")
     bottom.set_ylim(-0.02, 1.02)
     norm_ax = bottom.twinx()
     norm_ax.plot(steps, [r["weight_norm"] for r in progress], color="C5", marker=".", markersize=3,
