@@ -273,6 +273,8 @@ class Run:
         self.evals = eval_steps(cfg.train, self.batches[0].steps_per_epoch)
         self.save_every = cfg.train.checkpoint_every or max(1, cfg.train.max_steps // 10)
         self.snapshot_steps = snapshots.steps(cfg.train.snapshots, cfg.train.max_steps)
+        if cfg.train.snapshots == "log":
+            self.snapshot_steps = snapshots.on_evaluations(self.snapshot_steps, self.evals)
         self.timer = StepTimer(self.device)
         self.stop = StopSignals()  # replaced by the live one while the loop runs
         self.wall, self.start_step, self.peak_before = 0.0, 0, 0.0  # wall: training time, evaluation excluded
@@ -374,10 +376,11 @@ class Run:
                     if is_eval:
                         rows = self.evaluate(step)
                         progress.update(step, self.wall, rows, len(self.cfgs))
-                    if is_snapshot:
-                        self.save_snapshots(step)
+                    bad_steps = first_bad.tolist()
+                    if is_snapshot:  # (not of a seed that has diverged: its weights are no longer a model's)
+                        self.save_snapshots(step, skip={j for j, b in enumerate(bad_steps) if b >= 0})
                     ended: dict[int, tuple[str, int | None]] = {}  # position in the stack -> (status, diverged at)
-                    for j, bad_step in enumerate(first_bad.tolist()):
+                    for j, bad_step in enumerate(bad_steps):
                         if bad_step >= 0:
                             ended[j] = ("diverged", bad_step)
                         elif is_eval and target is not None and rows[j]["val_acc"] is not None \
@@ -515,12 +518,14 @@ class Run:
                     "batches": self.batches[i].state_dict(),
                 })
 
-    def save_snapshots(self, step: int) -> None:
-        """The weights of every seed still training, into its run directory's snapshots/ (grokrun.snapshots)."""
+    def save_snapshots(self, step: int, skip: set[int] = frozenset()) -> None:
+        """The weights of every seed still training (but those at stack positions ``skip``), into its run
+        directory's snapshots/ (grokrun.snapshots)."""
         if step not in self.snapshot_steps:
             return
         for j, i in enumerate(self.active):
-            snapshots.save(self.run_dirs[i], step, self.models.state(j))
+            if j not in skip:
+                snapshots.save(self.run_dirs[i], step, self.models.state(j))
 
     def peak_memory_mb(self) -> float:
         return max(self.peak_before, peak_memory_mb(self.device))

@@ -1,6 +1,7 @@
 """Model weights saved during training, for looking inside a run afterwards (grokrun analyze).
 
-    --snapshots log     about 30 steps, log-spaced from 0 to the budget (the modular task's default)
+    --snapshots log     up to 30 steps, log-spaced from 0 to the budget, each at the evaluation at or after it
+                        (the modular task's default; it adds no point where the loop waits for the device)
     --snapshots 500     every 500 steps, and step 0 and the budget's last
     --snapshots off     none (every other task's default)
 
@@ -11,7 +12,9 @@ run writes again those after its checkpoint.
 
 from __future__ import annotations
 
+import math
 import re
+from bisect import bisect_left
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,6 +58,15 @@ def steps(spec: str, max_steps: int) -> set[int] | _Every:
     if every < 1:
         raise UserError(f"--snapshots must be log, off or a number of steps >= 1, got {spec!r}")
     return _Every(every, max_steps)
+
+
+def on_evaluations(wanted: set[int], evals) -> set[int]:
+    """Each wanted step moved to the first evaluation step at or after it (``evals``: engine.EverySteps or a set,
+    holding the budget's last step), so that log snapshots add no point where the loop waits for the device."""
+    if hasattr(evals, "every"):
+        return {0} | {min(math.ceil(s / evals.every) * evals.every, evals.last) for s in wanted if s > 0}
+    ordered = sorted(evals)
+    return {0} | {ordered[min(bisect_left(ordered, s), len(ordered) - 1)] for s in wanted if s > 0}
 
 
 def path(run_dir: Path, step: int) -> Path:

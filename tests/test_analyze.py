@@ -107,6 +107,10 @@ def test_snapshot_steps():
     assert all(s in every for s in (0, 500, 1_000, 1_234)) and 499 not in every and 1_500 not in every
     assert snapshots.steps("off", 100) == set()
     assert 10**9 in snapshots.steps("7", 10**9)  # membership by arithmetic: no set of a billion steps
+    from grokrun.engine import EverySteps
+
+    assert snapshots.on_evaluations({0, 1, 2, 9, 10, 11, 95}, EverySteps(10, 95)) == {0, 10, 20, 95}
+    assert snapshots.on_evaluations({1, 5, 40}, {3, 30, 50}) == {0, 3, 30, 50}
 
 
 def test_a_run_that_groks_has_a_few_key_frequencies_after_and_none_at_step_0(cli, tmp_path):
@@ -114,7 +118,8 @@ def test_a_run_that_groks_has_a_few_key_frequencies_after_and_none_at_step_0(cli
     assert result.exit_code == 0, result.output
     run = tmp_path / "groks"
     steps = snapshots.saved_steps(run)
-    assert steps[0] == 0 and steps[-1] == 800 and snapshots.LOG_POINTS <= len(steps) <= snapshots.LOG_POINTS + 1
+    # log-spaced, each moved to an evaluation (every 50 steps here): no point where the loop waits is added
+    assert steps[0] == 0 and steps[-1] == 800 and all(s % 50 == 0 for s in steps) and len(steps) >= 10
     result = cli(["analyze", run])
     assert result.exit_code == 0, result.output
     for name in ("embedding_pca.png", "embedding_pca.gif", "fourier.png", "fourier.json", "progress.png",

@@ -69,7 +69,8 @@ def test_run_directory_contract(cli, tmp_path):
     assert result.exit_code == 0, result.output
     path = run_dir_of(result)
     assert path.name == "modular-ma-seed0"
-    assert sorted(p.name for p in path.iterdir()) == ["checkpoint.pt", "config.json", "metrics.csv", "summary.json"]
+    assert sorted(p.name for p in path.iterdir()) == ["checkpoint.pt", "config.json", "metrics.csv", "snapshots",
+                                                     "summary.json"]
     rows = metrics(path, drop=())
     assert list(rows[0]) == ["step", "wall_s", "train_loss", "train_acc", "val_loss", "val_acc", "weight_norm",
                              "softmax_collapse"]
