@@ -185,9 +185,10 @@ def test_6_a_failed_resume_deletes_nothing(cli, tmp_path, monkeypatch, damage):
         (run / METRICS).unlink()
     else:
         (run / METRICS).write_text("step,wall_s,train_loss\n0,0.0,abc\n1,0.1,2.0\n")
-    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
     one_line_error(cli(["train", "--resume", run]), f"cannot read {run / METRICS}", "cannot be resumed")
-    assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # summary.json included
+    after = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert after == before  # summary.json and the snapshots included
 
 
 def test_7_a_checkpoint_from_another_run_is_refused_naming_the_setting(cli, tmp_path, monkeypatch):
@@ -319,7 +320,7 @@ def test_13_help_says_what_each_flag_means_for_each_task(cli):
     def row(option):
         return next(line for line in lines if line.startswith(f"{option} "))
 
-    assert "modular: Decoder layers. imdb: LSTM layers." in row("--layers")
+    assert "modular: Decoder layers (mlp: hidden layers). imdb: LSTM layers." in row("--layers")
     assert "imdb: Reviews" in row("--size") and "qm9: Molecules" in row("--size")
     assert "--no-ma-warmup" in row("--ma-warmup") and "not the learning-rate --warmup-steps" in row("--ma-warmup")
     assert "<bool>" not in row("--download") and "<bool>" not in row("--quiet")
