@@ -89,7 +89,7 @@ class TrainConfig:
     checkpoint_every: int = 0
     """Write <run>/checkpoint.pt every N steps (0 = every 10% of the budget), and at the end."""
     snapshots: str = "off"
-    """Save the model's weights at these steps into <run>/snapshots/ (for grokrun analyze): log (about 30, log-spaced from step 0) | N (every N steps) | off. The modular task's default is log."""
+    """Save the model's weights at these steps into <run>/snapshots/ (for grokrun analyze): log (up to 30, log-spaced from step 0, each at the evaluation at or after it) | N (every N steps) | off. The modular task's default is log."""
     softmax_dtype: str = "auto"
     """Precision of a classification loss's softmax (or StableMax): auto (the model's, at least float32) | float32 | float64."""
 

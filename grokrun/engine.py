@@ -369,7 +369,8 @@ class Run:
                     is_snapshot = step in self.snapshot_steps
                     if not (is_eval or is_save or is_snapshot or stop.requested):
                         continue
-                    # The only places the loop waits for the device: evaluations, checkpoints, a stop request.
+                    # The only places the loop waits for the device: evaluations, checkpoints, a stop request
+                    # (and --snapshots N steps; log snapshots fall on evaluations).
                     synchronize(self.device)
                     self.wall += time.perf_counter() - t0
                     self.timer.flush()
