@@ -122,6 +122,37 @@ def test_a_seed_that_diverges_ends_alone_and_the_others_go_on(cli, tmp_path, mon
         assert_same_metrics(together[s], alone[s])
 
 
+def test_a_seed_that_diverges_takes_no_snapshot_after_it(cli, tmp_path, monkeypatch):
+    """With a snapshot at every step, the seed made NaN at step 7 keeps its snapshots up to step 6; the others
+    keep every step's, and their snapshots equal those of the same seeds trained alone."""
+    from grokrun import snapshots
+    from grokrun.stacking import Stacked
+
+    calls = {"n": 0}
+    original = Stacked.losses
+
+    def losses(self, idx):
+        calls["n"] += 1
+        values = original(self, idx)
+        if calls["n"] == 7:
+            values = values + torch.tensor([0.0, float("nan"), 0.0], dtype=values.dtype)
+        return values
+
+    monkeypatch.setattr(Stacked, "losses", losses)
+    result = cli(["train", *SMALL_MODULAR, "--max-steps", "10", "--snapshots", "1", "--seeds", "0-2",
+                  "--out", tmp_path, "--name", "stack", *FLOAT64])
+    assert result.exit_code == 1, result.output
+    runs = [tmp_path / "stack" / f"seed{s}" for s in range(3)]
+    assert snapshots.saved_steps(runs[1]) == list(range(7))
+    assert snapshots.saved_steps(runs[0]) == snapshots.saved_steps(runs[2]) == list(range(11))
+    monkeypatch.setattr(Stacked, "losses", original)
+    alone = cli(["train", *SMALL_MODULAR, "--max-steps", "10", "--snapshots", "1", "--seed", "2",
+                 "--out", tmp_path, "--name", "alone", *FLOAT64])
+    assert alone.exit_code == 0, alone.output
+    a, b = snapshots.load(runs[2], 10), snapshots.load(tmp_path / "alone", 10)
+    assert all(torch.allclose(a[k], b[k], rtol=1e-9, atol=1e-9) for k in a), max((a[k] - b[k]).abs().max() for k in a)
+
+
 def interrupt_at_step(monkeypatch, step):
     """Ctrl-C during ``step`` (the filter runs once per step, for all seeds together)."""
     from grokrun.filters import GradFilter
