@@ -95,10 +95,8 @@ def test_a_seed_that_stops_early_leaves_the_others_unchanged(cli, tmp_path):
     assert (together[0] / "checkpoint.pt").is_file()  # finished as a run alone would: resumable state at its end
 
 
-def test_a_seed_that_diverges_ends_alone_and_the_others_go_on(cli, tmp_path, monkeypatch):
-    # A real divergence is chaotic (a run that explodes amplifies rounding differences a thousandfold per step),
-    # so the middle seed's loss is made NaN at step 7 instead: the loop must see it, end that seed as diverged
-    # and train the other two exactly as alone.
+def middle_seed_nan_at_step_7(monkeypatch):
+    """The middle of three stacked seeds gets a NaN loss at step 7 (a real divergence is chaotic)."""
     from grokrun.stacking import Stacked
 
     calls = {"n": 0}
@@ -112,6 +110,13 @@ def test_a_seed_that_diverges_ends_alone_and_the_others_go_on(cli, tmp_path, mon
         return values
 
     monkeypatch.setattr(Stacked, "losses", losses)
+
+
+def test_a_seed_that_diverges_ends_alone_and_the_others_go_on(cli, tmp_path, monkeypatch):
+    # A real divergence is chaotic (a run that explodes amplifies rounding differences a thousandfold per step),
+    # so the middle seed's loss is made NaN at step 7 instead: the loop must see it, end that seed as diverged
+    # and train the other two exactly as alone.
+    middle_seed_nan_at_step_7(monkeypatch)
     args = [*SMALL_MODULAR, "--filter", "ema", "--max-steps", "40", "--checkpoint-every", "5"]
     together, alone = together_and_alone(cli, tmp_path, args)
     assert [(summary(t)["status"], summary(t)["diverged_at"]) for t in together] == \
@@ -124,21 +129,12 @@ def test_a_seed_that_diverges_ends_alone_and_the_others_go_on(cli, tmp_path, mon
 
 def test_a_seed_that_diverges_takes_no_snapshot_after_it(cli, tmp_path, monkeypatch):
     """With a snapshot at every step, the seed made NaN at step 7 keeps its snapshots up to step 6; the others
-    keep every step's, and their snapshots equal those of the same seeds trained alone."""
+    keep every step's, and seed 2's last snapshot equals that of seed 2 trained alone."""
     from grokrun import snapshots
     from grokrun.stacking import Stacked
 
-    calls = {"n": 0}
     original = Stacked.losses
-
-    def losses(self, idx):
-        calls["n"] += 1
-        values = original(self, idx)
-        if calls["n"] == 7:
-            values = values + torch.tensor([0.0, float("nan"), 0.0], dtype=values.dtype)
-        return values
-
-    monkeypatch.setattr(Stacked, "losses", losses)
+    middle_seed_nan_at_step_7(monkeypatch)
     result = cli(["train", *SMALL_MODULAR, "--max-steps", "10", "--snapshots", "1", "--seeds", "0-2",
                   "--out", tmp_path, "--name", "stack", *FLOAT64])
     assert result.exit_code == 1, result.output
