@@ -207,11 +207,11 @@ def _logits(model: torch.nn.Module, x: Tensor, chunk: int = 4096) -> Tensor:
         return torch.cat([model(x[i:i + chunk]) for i in range(0, len(x), chunk)])
 
 
-def analyze_run(run_dir: Path, fmt: str = "png") -> Analysis:
-    """Every figure and table for one run, written into its directory."""
+def analyze_run(run_dir: Path, fmt: str = "png", loaded=None) -> Analysis:
+    """Every figure and table for one run, written into its directory (``loaded``: what load_run gave for it)."""
     from grokrun.tasks.modular import symbols, table
 
-    cfg, t, steps = load_run(run_dir)
+    cfg, t, steps = loaded or load_run(run_dir)
     op, p = cfg.modular.op, cfg.modular.p
     n = symbols(op, p)
     result = Analysis(Path(run_dir), n, op, steps)
@@ -301,6 +301,5 @@ def analyze_paths(paths: list[Path], fmt: str = "png") -> list[Analysis]:
         if not found:
             raise UserError(f"{path} holds no run directories")
         runs += found
-    for run in runs:
-        load_run(run)  # every run readable before any figure is written
-    return [analyze_run(run, fmt) for run in dict.fromkeys(runs)]
+    loaded = {run: load_run(run) for run in runs}  # every run readable before any figure is written
+    return [analyze_run(run, fmt, state) for run, state in loaded.items()]
