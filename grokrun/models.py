@@ -168,7 +168,7 @@ class Decoder(nn.Module):
 
     def __init__(self, vocab: int, width: int, layers: int, heads: int, seq_len: int = 5,
                  block: str = "grokfast", mlp_width: int | None = None, activation: str = "gelu",
-                 layernorm: bool = True, embed_std: float = 1.0):
+                 layernorm: bool = True, embed_std: float = 1.0, init: str = "torch"):
         super().__init__()
         self.tok = nn.Embedding(vocab, width)
         self.pos = nn.Embedding(seq_len, width)
@@ -180,6 +180,25 @@ class Decoder(nn.Module):
                                     for _ in range(layers))
         self.ln_f = nn.LayerNorm(width) if layernorm else nn.Identity()
         self.head = nn.Linear(width, vocab, bias=False)
+        if init == "nanda":
+            self.nanda_init()
+        elif init != "torch":
+            raise ValueError(f"unknown init {init!r}")
+
+    def nanda_init(self) -> None:
+        """Redraw every weight as Nanda et al.'s transformer: N(0, 1/width) for the embeddings, the attention
+        and both MLP matrices (the MLP's output matrix too: they scale it by the model's width, not its
+        fan-in), N(0, 1/vocab) for the head, zero biases; LayerNorms, where present, stay at (1, 0). Drawn
+        after torch's own initialization, in the order of ``parameters()``."""
+        width, vocab = self.head.in_features, self.head.out_features
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                if ".ln" in name or name.startswith("ln_f"):
+                    continue
+                if name.endswith("bias"):
+                    p.zero_()
+                else:
+                    p.normal_(0.0, 1.0 / math.sqrt(vocab if name == "head.weight" else width))
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits at the last position only: (batch, vocab)."""

@@ -44,8 +44,10 @@ class Options:
     """Hidden width of the decoder blocks' MLP; 0 = 4 x --width."""
     activation: str = "gelu"
     """gelu | relu: the decoder MLP's (or the mlp's) nonlinearity."""
+    init: str = "torch"
+    """The decoder's initialization: torch (each layer's default; embeddings N(0, --embed-std²)) | nanda (Nanda et al.'s: every weight N(0, 1/width), the head N(0, 1/vocab), biases zero)."""
     embed_std: float = 1.0
-    """Standard deviation of the decoder's token and position embeddings at initialization (torch's N(0, 1); Nanda et al. use 1/sqrt(width))."""
+    """Standard deviation of the decoder's token and position embeddings under --init torch (torch's N(0, 1); Nanda et al. use 1/sqrt(width))."""
     layernorm: bool = True
     """Decoder LayerNorms (--no-layernorm: none, as Nanda et al.'s one-layer model)."""
     block: str = "grokfast"
@@ -84,6 +86,7 @@ NEEDS_PRIME = ("div",)
 BLOCKS = ("grokfast", "prenorm")  # see models.Block
 ARCHS = ("decoder", "mlp")
 ACTIVATIONS = ("gelu", "relu")  # models.ACTIVATIONS, named here so --help needs no torch
+INITS = ("torch", "nanda")  # models.Decoder's
 
 
 def _compose(x: tuple, y: tuple) -> tuple:
@@ -131,6 +134,13 @@ def validate(cfg: Options) -> None:
                    "mlp-width": (cfg.mlp_width, 16384)})
     if not 0.0 < cfg.embed_std <= 100.0:
         raise UserError(f"--embed-std must be in (0, 100], got {cfg.embed_std}")
+    if cfg.init not in INITS:
+        raise UserError(f"unknown init {cfg.init!r}; choose one of: {', '.join(INITS)}")
+    if cfg.arch != "decoder" and cfg.init != "torch":
+        raise UserError(f"--init {cfg.init} initializes the decoder; --arch {cfg.arch} takes torch's (drop --init)")
+    if cfg.init == "nanda" and cfg.embed_std != 1.0:
+        raise UserError("--embed-std applies to --init torch; --init nanda draws the embeddings N(0, 1/width): "
+                        "drop --embed-std")
     if cfg.activation not in ACTIVATIONS:
         raise UserError(f"unknown activation {cfg.activation!r}; choose one of: {', '.join(ACTIVATIONS)}")
     if cfg.loss not in ("ce", "stablemax"):
@@ -190,7 +200,7 @@ def build_model(cfg: Options):
         return PairMLP(symbols(cfg.op, cfg.p), cfg.width, cfg.layers, cfg.activation)
     return Decoder(symbols(cfg.op, cfg.p) + 2, cfg.width, cfg.layers, cfg.heads, block=cfg.block,
                    mlp_width=cfg.mlp_width or None, activation=cfg.activation, layernorm=cfg.layernorm,
-                   embed_std=cfg.embed_std)
+                   embed_std=cfg.embed_std, init=cfg.init)
 
 
 class ModularTask(ClassificationTask):

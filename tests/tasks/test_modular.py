@@ -242,7 +242,36 @@ def test_decoder_options_for_nanda_et_al_s_model():
     assert default.blocks[0].mlp[0].out_features == 512 and isinstance(default.blocks[0].mlp[1], nn.GELU)
 
 
+def test_nanda_init_draws_their_scales():
+    """Every weight N(0, 1/width) (their MLP output matrix too), the head N(0, 1/vocab), biases zero: the
+    sample standard deviations of the model's 65,536-entry matrices are within 2% of those scales, far from
+    torch's (uniform with bound 1/sqrt(fan in): 0.051 for fan in 128, 0.026 for the MLP's 512)."""
+    from grokrun.tasks.modular import build_model
+
+    nanda = dict(op="add", p=113, layers=1, width=128, heads=4, mlp_width=512, activation="relu", layernorm=False)
+    torch.manual_seed(0)
+    model = build_model(ModularConfig(**nanda, init="nanda"))
+    block = model.blocks[0]
+    for w in (block.qkv_weight, block.proj.weight, block.mlp[0].weight, block.mlp[2].weight, model.tok.weight):
+        assert w.std().item() == pytest.approx(128 ** -0.5, rel=0.02)
+        assert w.mean().abs().item() < 0.01
+    assert model.head.weight.std().item() == pytest.approx(115 ** -0.5, rel=0.02)
+    for bias in (block.qkv_bias, block.proj.bias, block.mlp[0].bias, block.mlp[2].bias):
+        assert not bias.any()
+    torch.manual_seed(0)
+    torch_init = build_model(ModularConfig(**nanda))
+    assert torch_init.blocks[0].mlp[2].weight.std().item() == pytest.approx((3 * 512) ** -0.5, rel=0.02)
+    torch.manual_seed(0)  # a seed gives one model
+    assert torch.equal(build_model(ModularConfig(**nanda, init="nanda")).head.weight, model.head.weight)
+    with_ln = build_model(ModularConfig(init="nanda"))  # LayerNorms keep (1, 0)
+    assert all(torch.equal(m.weight, torch.ones_like(m.weight)) and not m.bias.any()
+               for m in with_ln.modules() if isinstance(m, nn.LayerNorm))
+
+
 @pytest.mark.parametrize("cfg,message", [
+    (ModularConfig(init="xavier"), "unknown init 'xavier'; choose one of: torch, nanda"),
+    (ModularConfig(init="nanda", embed_std=0.1), "--embed-std applies to --init torch"),
+    (ModularConfig(arch="mlp", init="nanda"), "--init nanda initializes the decoder"),
     (ModularConfig(arch="cnn"), "unknown arch 'cnn'; choose one of: decoder, mlp"),
     (ModularConfig(activation="tanh"), "unknown activation 'tanh'; choose one of: gelu, relu"),
     (ModularConfig(mlp_width=-1), "--mlp-width must be >= 0"),
