@@ -234,13 +234,16 @@ def analyze_run(run_dir: Path, fmt: str = "png", loaded=None) -> Analysis:
         for step, state, emb in zip(steps, states, embeddings):
             t.model.load_state_dict(state)
             row: dict[str, Any] = {"step": step}
-            logits_train, logits_val = _logits(t.model, x_train), _logits(t.model, x_val)
+            if grid:  # the table's rows are the grid, a * p + b: one pass gives both splits and the grid
+                logits = _logits(t.model, x_all)
+                logits_train, logits_val = logits[train_index], logits[val_index]
+            else:
+                logits_train, logits_val = _logits(t.model, x_train), _logits(t.model, x_val)
             row.update(train_loss=cross_entropy(logits_train, y_train),
                        train_acc=float((logits_train.argmax(1) == y_train).double().mean()),
                        test_loss=cross_entropy(logits_val, y_val),
                        test_acc=float((logits_val.argmax(1) == y_val).double().mean()))
             if grid and result.keys:
-                logits = _logits(t.model, x_all)  # the table's rows are the grid, a * p + b
                 row["restricted_loss"] = cross_entropy(restricted_logits(logits, directions)[val_index], y_val)
                 row["excluded_loss"] = cross_entropy(excluded_logits(logits, directions)[train_index], y_train)
             row["fourier_sparsity"] = key_share(frequency_norms(emb), result.keys)

@@ -132,6 +132,16 @@ def test_a_run_that_groks_has_a_few_key_frequencies_after_and_none_at_step_0(cli
         rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
     first, last = rows[0], rows[-1]
     assert first["step"] == 0 and last["step"] == 800
+    # the snapshots' accuracies are those the run measured at the same steps (the splits read off the grid)
+    with open(run / "metrics.csv", newline="") as f:
+        measured = {int(r["step"]): r for r in csv.DictReader(f)}
+    for r in rows:
+        m = measured[int(r["step"])]
+        assert r["test_acc"] == float(m["val_acc"]), r["step"]
+        assert r["test_loss"] == pytest.approx(float(m["val_loss"]), rel=1e-3, abs=1e-6)
+        if m["train_acc"]:  # (the run scores its training split at some evaluations only: here 2 of these)
+            assert r["train_acc"] == float(m["train_acc"]), r["step"]
+    assert sum(bool(measured[int(r["step"])]["train_acc"]) for r in rows) >= 2
     # at step 0 the embedding has no structure: no key frequency of its own, and the final keys carry about their
     # uniform share
     cfg, task, _ = an.load_run(run)
