@@ -191,9 +191,10 @@ class Decoder(nn.Module):
         fan-in), N(0, 1/vocab) for the head, zero biases; LayerNorms, where present, stay at (1, 0). Drawn
         after torch's own initialization, in the order of ``parameters()``."""
         width, vocab = self.head.in_features, self.head.out_features
+        norms = {id(p) for m in self.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters()}
         with torch.no_grad():
             for name, p in self.named_parameters():
-                if ".ln" in name or name.startswith("ln_f"):
+                if id(p) in norms:
                     continue
                 if name.endswith("bias"):
                     p.zero_()
