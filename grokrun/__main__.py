@@ -1,3 +1,3 @@
-from grokrun.cli import app
+from grokrun.cli import main
 
-app()
+main()

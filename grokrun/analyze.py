@@ -38,7 +38,8 @@ from torch import Tensor
 
 from grokrun import snapshots
 from grokrun.errors import UserError
-from grokrun.results import CONFIG, find_runs, write_json_atomic, write_text_atomic
+from grokrun.results import CONFIG, write_json_atomic, write_text_atomic
+from grokrun.runs import find_runs
 
 KEY_FACTOR = 3.0
 PHASES = (("memorized", "train_acc", 0.99), ("test acc ≥ 10%", "test_acc", 0.10), ("generalized", "test_acc", 0.99))
@@ -257,7 +258,7 @@ def analyze_run(run_dir: Path, fmt: str = "png", loaded=None) -> Analysis:
 
 
 def _write(result: Analysis, embeddings: list[Tensor], fmt: str) -> None:
-    from grokrun import plot
+    from grokrun import plot_analyze as plot
 
     run_dir, n, keys = result.run_dir, result.p, result.keys
     pairs = max(1, min(3, min(embeddings[-1].shape) // 2))

@@ -1,36 +1,39 @@
-"""grokrun's command line: thin front-ends over config.resolve, engine.train, compare and plot.
+"""grokrun's command line: thin front-ends over config.resolve, engine.train_runs, compare, sweep, plot, analyze.
 
     grokrun train --task modular --filter ema
+    grokrun train --plugin my_plugin.py --task toy      # a researcher's own task, filter, loss or optimizer
 
-Every config field is a flag, generated once (grokrun.flags) from the config dataclasses and the task
-modules' options (their docstrings are the help). torch is imported inside the command bodies that
-train, so --help, plot and tabulating runs are instant.
+Every config field is a flag, generated (grokrun.flags) from the config dataclasses, the task modules' options
+and the filters' settings (their docstrings are the help). The app is built for the registries as they are
+once the plugins named on the command line (--plugin, or a --config file's plugins) are loaded, so a plugin's
+settings are flags too (``app_for(argv)``). torch is imported inside the command bodies that train, so --help,
+plot and tabulating runs are instant.
 """
 
+import functools
 import inspect
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from grokrun import plugins
 from grokrun.config import parse_seeds, resolve
 from grokrun.errors import UserError
-from grokrun.filters import FILTERS
-from grokrun.flags import flags
+from grokrun.flags import flags, typer_parameters
+from grokrun.launch import plugins_named
+from grokrun.options import (CompareFilters, CompareFormat, CompareJobs, CompareLrMatched, CompareNoBatch,
+                             CompareOut, CompareSeeds, CompareThreshold, ConfigOption, NoBatchOption, PathsArgument,
+                             PlotFormat, PlotThreshold, PluginOption, QuietOption, ResumeOption, SeedsOption,
+                             SweepAddress, SweepBackend, SweepCpus, SweepFormat, SweepGpus, SweepGridArgument,
+                             SweepJobs, SweepNoBatch, SweepOut, SweepSeeds, SweepThreshold)
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
-                  help="Reproducible grokking experiments with Grokfast gradient filters.")
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
-
-@app.callback()
-def _main() -> None:
-    """Reproducible grokking experiments with Grokfast gradient filters."""
-
-
 EXIT_CODES = {"completed": 0, "stopped_at_target": 0, "diverged": 1, "interrupted": 130}
+COMMANDS: list[tuple[Any, dict]] = []  # (function, how to give it the config flags), in --help's order
 
 
 def fail(message: str) -> NoReturn:
@@ -39,39 +42,61 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-def _flag_parameters(text: bool = False) -> tuple[list[inspect.Parameter], dict[str, str]]:
-    """One keyword parameter per config field; None means 'not given', so presets and files show through. With
-    ``text``, every flag but the on/off ones takes text (a sweep's lists and ranges)."""
-    params, keys = [], {}
-    for flag in flags():
-        decl = f"--{flag.name}/--no-{flag.name}" if flag.type is bool else f"--{flag.name}"
-        help = escape(flag.help)
-        if flag.default is not None:
-            help += f" [dim]\\[default: {flag.default}][/dim]"
-        option = typer.Option(decl, help=help, rich_help_panel=flag.panel, show_default=False,
-                              metavar="" if flag.type is bool else None)  # an on/off flag takes no value
-        name = flag.name.replace("-", "_")
-        kind = str if text and flag.type is not bool else flag.type
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
-                                        annotation=Annotated[Optional[kind], option]))
-        keys[name] = flag.key
-    return params, keys
+def warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/yellow] {escape(message)}")
 
 
-FLAG_PARAMETERS, FLAG_KEYS = _flag_parameters()
-TEXT_FLAG_PARAMETERS, _ = _flag_parameters(text=True)
-
-
-def with_config_flags(exclude: tuple[str, ...] = (), text: bool = False):
-    """Give a command every config flag but ``exclude``: its ``**values`` receives them by Python name (as text,
-    with ``text``: a sweep's lists and ranges)."""
-    def decorate(func):
-        sig = inspect.signature(func, eval_str=True)
-        own = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-        extra = [p for p in (TEXT_FLAG_PARAMETERS if text else FLAG_PARAMETERS) if p.name not in exclude]
-        func.__signature__ = sig.replace(parameters=[*own, *extra])
+def command(config_flags: bool = True, exclude: tuple[str, ...] = (), text: bool = False):
+    """A command of the app; with ``config_flags``, its ``**values`` receives every config flag but ``exclude`` by
+    Python name (as text, with ``text``: a sweep's lists and ranges)."""
+    def register(func):
+        COMMANDS.append((func, {"config_flags": config_flags, "exclude": exclude, "text": text}))
         return func
-    return decorate
+    return register
+
+
+def build_app(error: str | None = None) -> typer.Typer:
+    """The app for the registries as they are now (built-ins, installed entry points, plugins loaded); with
+    ``error`` (a plugin that could not be loaded), one whose every command says it, exit 2."""
+    app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+                      help="Reproducible grokking experiments with Grokfast gradient filters.")
+
+    def _main() -> None:
+        """Reproducible grokking experiments with Grokfast gradient filters."""
+        if error is not None:
+            fail(error)
+
+    app.callback()(_main)
+    for func, how in COMMANDS:
+        wrapper = functools.wraps(func)(lambda *args, _f=func, **kwargs: _f(*args, **kwargs))
+        if how["config_flags"]:
+            sig = inspect.signature(func, eval_str=True)
+            own = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+            extra = [p for p in typer_parameters(how["text"]) if p.name not in how["exclude"]]
+            wrapper.__signature__ = sig.replace(parameters=[*own, *extra])
+        app.command()(wrapper)
+    return app
+
+
+_apps: dict[int, typer.Typer] = {}  # plugins.generation -> the app built for it
+
+
+def app_for(argv: list[str]) -> typer.Typer:
+    """The app that parses ``argv``: its plugins loaded first, so their flags and names exist."""
+    try:
+        plugins.load(plugins_named(argv))
+    except UserError as e:
+        return build_app(error=str(e))
+    if plugins.generation not in _apps:
+        _apps.clear()
+        _apps[plugins.generation] = build_app()
+    return _apps[plugins.generation]
+
+
+def main() -> None:
+    import sys
+
+    app_for(sys.argv[1:])()
 
 
 def _flags_given(values: dict[str, Any]) -> list[str]:
@@ -79,33 +104,18 @@ def _flags_given(values: dict[str, Any]) -> list[str]:
     return [f"--{name.replace('_', '-')}" for name, value in values.items() if value is not None]
 
 
-def overrides_from(values: dict[str, Any]) -> dict[str, Any]:
-    return {FLAG_KEYS[name]: value for name, value in values.items() if value is not None}
+def overrides_from(values: dict[str, Any], plugin: list[Path] | None = None) -> dict[str, Any]:
+    keys = {f.name.replace("-", "_"): f.key for f in flags()}
+    overrides = {keys[name]: value for name, value in values.items() if value is not None}
+    if plugin:
+        overrides["plugins"] = [str(p) for p in plugin]
+    return overrides
 
 
-ConfigOption = Annotated[Optional[Path], typer.Option(
-    "--config", help="TOML preset (configs/*.toml) or a run's config.json; flags override it (a --filter other "
-    "than the file's brings that filter's preset in place of the file's filter settings).",
-    rich_help_panel="Run", show_default=False)]
-QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or progress lines.",
-                                           rich_help_panel="Run", metavar="")]
-ResumeOption = Annotated[Optional[Path], typer.Option(
-    "--resume", help="Continue an interrupted run directory from its checkpoint, to its original budget; given a "
-    "folder of run directories (the seeds of a --seeds run), continue each unfinished one.",
-    rich_help_panel="Run", show_default=False)]
-SeedsOption = Annotated[Optional[str], typer.Option(
-    "--seeds", help="Train these seeds (0-15, 0,1,2) together in one process, as one stacked model where the task "
-    "allows, each exactly as --seed N alone; one run directory each, in one folder.",
-    rich_help_panel="Run", show_default=False)]
-NoBatchOption = Annotated[bool, typer.Option(
-    "--no-batch", help="Train several seeds one after another instead of as one stacked model.",
-    rich_help_panel="Run", metavar="")]
-
-
-@app.command()
-@with_config_flags()
+@command()
 def train(config: ConfigOption = None, resume: ResumeOption = None, seeds: SeedsOption = None,
-          no_batch: NoBatchOption = False, quiet: QuietOption = False, **values: Any) -> None:
+          no_batch: NoBatchOption = False, quiet: QuietOption = False, plugin: PluginOption = None,
+          **values: Any) -> None:
     """Train one run and write its run directory (config.json, metrics.csv, summary.json); or, with [b]--seeds[/b],
     several seeds at once.
 
@@ -115,19 +125,29 @@ def train(config: ConfigOption = None, resume: ResumeOption = None, seeds: Seeds
     (configs/<task>_baseline.toml) replace them.
     """
     from grokrun.engine import StoppedAtOnce, train_runs
+    from grokrun.launch import is_run, new_runs, nothing_to_resume, print_headline, print_headlines, resumable
 
     results: list[tuple[Path, dict[str, Any]]] = []
     try:
         if resume is not None:
-            runs = _resumable(resume, config, values, seeds)
+            given = (["--config"] * (config is not None) + ["--seeds"] * (seeds is not None)
+                     + ["--plugin"] * bool(plugin) + _flags_given(values))
+            if given:
+                raise UserError(f"--resume continues a run as it was configured; drop {given[0]}")
+            runs, ended = resumable(resume)
+            if not runs:
+                out.print(escape(nothing_to_resume(resume, ended)))
+                raise typer.Exit(0)
         else:
-            runs = [(cfg, None) for cfg in _new_runs(config, values, seeds)]
+            if seeds is not None and values.get("seed") is not None:
+                raise UserError("give --seed N for one run or --seeds for several, not both")
+            runs = [(cfg, None) for cfg in new_runs(resolve(config, overrides_from(values, plugin)), seeds)]
         train_runs(runs, batch=not no_batch, quiet=quiet, console=out,
                    report=lambda run_dir, summary: results.append((run_dir, summary)))
     except UserError as e:
         fail(str(e))
     except StoppedAtOnce as e:
-        what = ("has no summary", "its last checkpoint") if _is_run(e.resume) else \
+        what = ("has no summary", "its last checkpoint") if is_run(e.resume) else \
             ("holds runs without a summary", "their last checkpoints")
         err.print("[yellow]stopped at once[/yellow] " + escape(
             f"(a second interrupt): {e.resume} {what[0]}; grokrun train --resume {e.resume} continues from {what[1]}"))
@@ -135,160 +155,31 @@ def train(config: ConfigOption = None, resume: ResumeOption = None, seeds: Seeds
     except KeyboardInterrupt:  # before training began (loading data, building the model)
         err.print("[yellow]interrupted[/yellow] before training began")
         raise typer.Exit(130)
-    if len(results) == 1 and (seeds is None and (resume is None or _is_run(resume))):
-        print_headline(*results[0])
+    if len(results) == 1 and (seeds is None and (resume is None or is_run(resume))):
+        print_headline(out, *results[0])
     else:
-        print_headlines(results, resume or results[0][0].parent)
+        print_headlines(out, results, resume or results[0][0].parent)
     raise typer.Exit(max(EXIT_CODES[s["status"]] for _, s in results))
 
 
-def _is_run(path: Path) -> bool:
-    """A run directory to resume (its metrics may be missing: resuming says so), rather than a folder of them."""
-    from grokrun.results import CONFIG
+# --- compare, sweep, plot, analyze -----------------------------------------------------------------------
 
-    return (path / CONFIG).is_file()
+TRAINING_ONLY = ("--filter", "--seeds", "--jobs", "--no-batch", "--lr-matched", "--plugin")
 
 
-def _new_runs(config: Optional[Path], values: dict[str, Any], seeds: Optional[str]) -> list:
-    """The configs of a new run, or of one per seed with --seeds (in one folder: out/<name or
-    task-filter-seedsSPEC>, a run directory seed<N> each)."""
-    import dataclasses
-
-    from grokrun.engine import format_seeds
-    from grokrun.results import free_name
-
-    cfg = resolve(config, overrides_from(values))
-    if seeds is None:
-        return [cfg]
-    if values.get("seed") is not None:
-        raise UserError("give --seed N for one run or --seeds for several, not both")
-    seed_list = parse_seeds(seeds)
-    folder = free_name(Path(cfg.out), cfg.name or f"{cfg.task}-{cfg.filter.name}-seeds{format_seeds(seed_list)}")
-    return [dataclasses.replace(cfg, seed=s, out=str(folder), name=f"seed{s}") for s in seed_list]
-
-
-def _resumable(path: Path, config: Optional[Path], values: dict[str, Any], seeds: Optional[str]) -> list:
-    """(config, run directory) of each run to resume at ``path`` (a run directory, or a folder of them); exits 0
-    at once if none has anything left to do."""
-    import json
-
-    from grokrun.results import CONFIG, FINAL, SUMMARY, find_runs
-
-    given = ["--config"] * (config is not None) + ["--seeds"] * (seeds is not None) + _flags_given(values)
-    if given:
-        raise UserError(f"--resume continues a run as it was configured; drop {given[0]}")
-    if not path.is_dir():
-        raise UserError(f"--resume {path}: no such folder")
-    run_dirs = [path] if _is_run(path) else find_runs(path)[0]
-    if not run_dirs:
-        raise UserError(f"{path} is not a run directory (it has no {CONFIG}) and holds none")
-    todo, ended = [], []
-    for run_dir in run_dirs:
-        try:
-            summary = json.loads((run_dir / SUMMARY).read_text())
-        except (OSError, ValueError):
-            summary = {}
-        if summary.get("status") in FINAL:
-            ended.append((run_dir, summary))
-        else:
-            todo.append((resolve(run_dir / CONFIG, {}), run_dir))
-    if not todo:
-        if len(ended) == 1:
-            run_dir, summary = ended[0]
-            out.print(escape(f"{run_dir} has already ended ({summary['status'].replace('_', ' ')} after "
-                             f"{summary.get('steps', 0):,} steps); nothing to resume"))
-        else:
-            out.print(escape(f"the {len(ended)} runs in {path} have all ended; nothing to resume"))
-        raise typer.Exit(0)
-    return todo
-
-
-def print_headlines(results: list[tuple[Path, dict[str, Any]]], folder: Path) -> None:
-    """One line per seed trained at once, then what they cost together and how to continue any interrupted."""
-    from grokrun.results import read_run
-    from grokrun.table import headline
-
-    for run_dir, s in results:
-        run = read_run(run_dir)
-        threshold = run.config.get("train", {}).get("stop_at_acc") or 0.95
-        out.print(escape(f"{run_dir}: {headline(run, threshold)}"))
-    together = max((s.get("trained_with", 1) for _, s in results), default=1)
-    if together > 1:
-        wall = max(s["wall_s"] for _, s in results)
-        out.print(escape(f"{together} seeds trained together: {wall:.1f} s of training for all of them"))
-    if any(s["status"] == "interrupted" for _, s in results):
-        out.print(escape(f"checkpoints written; continue with: grokrun train --resume {folder}"))
-
-
-def print_headline(run_dir: Path, s: dict[str, Any]) -> None:
-    """Where the run went, how it ended, and what it found: steps and time to 95% val acc (or the lowest
-    validation loss), ms/step, peak memory and device."""
-    from grokrun.results import read_run
-    from grokrun.table import count, headline
-
-    run = read_run(run_dir)
-    status = {"completed": "completed", "stopped_at_target": "stopped at target",
-              "interrupted": "[yellow]interrupted[/yellow]", "diverged": "[red]diverged[/red]"}[s["status"]]
-    out.print(f"run: {escape(str(run_dir))} ({status} after {count(s['steps'], 'step')})")
-    if s["status"] == "diverged":
-        out.print(f"[red]diverged at step {s['diverged_at']:,}[/red]: the loss or a gradient became non-finite; "
-                  "try a smaller --lamb or --lr")
-    if s["status"] == "interrupted":
-        out.print(f"checkpoint written at step {s['steps']:,}; continue with: grokrun train --resume "
-                  f"{escape(str(run_dir))}")
-    threshold = run.config.get("train", {}).get("stop_at_acc") or 0.95  # the run's own target, where it has one
-    out.print(escape(headline(run, threshold, status=False, machine=True)))
-
-
-# --- compare and plot ----------------------------------------------------------------------------------
-
-PathsArgument = Annotated[Optional[list[Path]], typer.Argument(
-    help="Config files, one variant each (the first is the baseline); or run directories and folders of them, "
-         "tabulated as they are, without training.", show_default=False)]
-def _threshold_option(panel: str):
-    return Annotated[float, typer.Option(help="Validation accuracy whose first crossing the table and plots report.",
-                                         rich_help_panel=panel)]
-
-
-def _format_option(panel: str):
-    return Annotated[str, typer.Option("--format", help="Figure format: png | svg | pdf.", rich_help_panel=panel)]
-
-
-CompareThreshold, CompareFormat = _threshold_option("Compare"), _format_option("Compare")
-PlotThreshold, PlotFormat = _threshold_option("Plot"), _format_option("Plot")
-
-
-TRAINING_ONLY = ("--filter", "--seeds", "--jobs", "--no-batch", "--lr-matched")
-
-
-@app.command()
-@with_config_flags(exclude=("filter", "seed", "out", "name"))
+@command(exclude=("filter", "seed", "out", "name"))
 def compare(
     paths: PathsArgument = None,
-    filters: Annotated[Optional[list[str]], typer.Option(
-        "--filter", metavar="NAME", help="Filter to compare with the baseline (none), with the task's published "
-        f"settings (or the filter's own defaults where none were published); repeat for more. One of: "
-        f"{', '.join(FILTERS)}. "
-        "[dim]\\[default: every published filter of the task][/dim]",
-        rich_help_panel="Compare", show_default=False)] = None,
-    seeds: Annotated[Optional[str], typer.Option(
-        help="Seeds of each variant: 0,1,2 or 0-15. Trained together, as one stacked model per variant, where the "
-        "task allows. [dim]\\[default: 0,1,2][/dim]", rich_help_panel="Compare", show_default=False)] = None,
-    no_batch: Annotated[bool, typer.Option(
-        "--no-batch", help="Train each variant's seeds one after another instead of as one stacked model.",
-        rich_help_panel="Compare", metavar="")] = False,
-    lr_matched: Annotated[bool, typer.Option(
-        "--lr-matched", help="Also train baselines whose learning rate is multiplied by 1 + lamb of each filter "
-        "variant (the filtered gradient is up to that much larger): a fair baseline.", rich_help_panel="Compare",
-        metavar="")] = False,
-    jobs: Annotated[int, typer.Option(help="Runs trained at once, in parallel processes.",
-                                      rich_help_panel="Compare")] = 1,
-    out_dir: Annotated[Optional[str], typer.Option(
-        "--out", help="Output folder. [dim]\\[default: the newest results/compare-<task>-* with the same variants, "
-        "else a new results/compare-<task>-<time>][/dim]", rich_help_panel="Compare", show_default=False)] = None,
+    filters: CompareFilters = None,
+    seeds: CompareSeeds = None,
+    no_batch: CompareNoBatch = False,
+    lr_matched: CompareLrMatched = False,
+    jobs: CompareJobs = 1,
+    out_dir: CompareOut = None,
     threshold: CompareThreshold = 0.95,
     fmt: CompareFormat = "png",
     quiet: QuietOption = False,
+    plugin: PluginOption = None,
     **values: Any,
 ) -> None:
     """Train variants on the same seeds, then write the comparison table and overlay plot.
@@ -300,14 +191,14 @@ def compare(
     _check_reporting(threshold, fmt)
     from grokrun import compare as cmp
 
-    overrides = overrides_from(values)
+    overrides = overrides_from(values, plugin)
     try:
         if out_dir == "":
             raise UserError("--out must name a folder (it is empty)")
         folder = None if out_dir is None else Path(out_dir)
         if paths and all(p.is_dir() for p in paths):
-            given = ([name for name, v in zip(TRAINING_ONLY, (filters, seeds, jobs != 1, no_batch, lr_matched)) if v]
-                     + _flags_given(values))
+            given = ([name for name, v in zip(TRAINING_ONLY, (filters, seeds, jobs != 1, no_batch, lr_matched, plugin))
+                      if v] + _flags_given(values))
             if given:
                 raise UserError(f"{given[0]} applies to training; run directories are tabulated as they are "
                                 "(give config files or --task/--filter to train)")
@@ -331,39 +222,21 @@ def _check_reporting(threshold: float, fmt: str) -> None:
         fail(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
 
 
-@app.command()
-@with_config_flags(exclude=("seed", "out", "name"), text=True)
+@command(exclude=("seed", "out", "name"), text=True)
 def sweep(
-    grid_file: Annotated[Optional[Path], typer.Argument(
-        help="A TOML grid (configs/sweeps/*.toml): seeds, threshold, \\[fixed] settings and \\[grid] axes; flags add "
-        "axes or override it.", show_default=False)] = None,
-    seeds: Annotated[Optional[str], typer.Option(
-        help="Seeds of each point: 0,1,2 or 0-2; a point's seeds train as one stacked model where the task allows. "
-        "[dim]\\[default: the grid file's, else 0][/dim]", rich_help_panel="Sweep", show_default=False)] = None,
-    threshold: Annotated[Optional[float], typer.Option(
-        help="Validation accuracy whose first crossing the table and figures report. [dim]\\[default: the grid "
-        "file's, else 0.99][/dim]", rich_help_panel="Sweep", show_default=False)] = None,
-    jobs: Annotated[int, typer.Option(help="Points trained at once, in parallel processes (--backend local).",
-                                      rich_help_panel="Sweep")] = 1,
-    no_batch: Annotated[bool, typer.Option(
-        "--no-batch", help="Train each point's seeds one after another instead of as one stacked model.",
-        rich_help_panel="Sweep", metavar="")] = False,
-    backend: Annotated[str, typer.Option(
-        help="local (this machine's processes) | ray (Ray tasks: pip install 'grokrun[ray]').",
-        rich_help_panel="Sweep")] = "local",
-    address: Annotated[Optional[str], typer.Option(
-        help="Ray cluster to use: auto (the one this machine belongs to) or HOST:PORT. [dim]\\[default: a local Ray "
-        "instance, started for the sweep][/dim]", rich_help_panel="Sweep", show_default=False)] = None,
-    cpus_per_run: Annotated[float, typer.Option(help="CPUs per Ray task (a point's seeds).",
-                                                rich_help_panel="Sweep")] = 1.0,
-    gpus_per_run: Annotated[float, typer.Option(help="GPUs per Ray task: 0.25 packs four on a GPU.",
-                                                rich_help_panel="Sweep")] = 0.0,
-    out_dir: Annotated[Optional[str], typer.Option(
-        "--out", help="Output folder. [dim]\\[default: the newest results/sweep-<task>-* of the same grid, else a "
-        "new results/sweep-<task>-<time>][/dim]", rich_help_panel="Sweep", show_default=False)] = None,
-    fmt: Annotated[str, typer.Option("--format", help="Figure format: png | svg | pdf.",
-                                     rich_help_panel="Sweep")] = "png",
+    grid_file: SweepGridArgument = None,
+    seeds: SweepSeeds = None,
+    threshold: SweepThreshold = None,
+    jobs: SweepJobs = 1,
+    no_batch: SweepNoBatch = False,
+    backend: SweepBackend = "local",
+    address: SweepAddress = None,
+    cpus_per_run: SweepCpus = 1.0,
+    gpus_per_run: SweepGpus = 0.0,
+    out_dir: SweepOut = None,
+    fmt: SweepFormat = "png",
     quiet: QuietOption = False,
+    plugin: PluginOption = None,
     **values: Any,
 ) -> None:
     """Train a grid of runs: every combination of the swept settings, times the seeds; then sweep.csv, figures
@@ -375,7 +248,6 @@ def sweep(
     again reuses complete runs and resumes interrupted ones.
     """
     from grokrun import sweep as sw
-    from grokrun.flags import flags as all_flags
 
     try:
         if out_dir == "":
@@ -384,25 +256,8 @@ def sweep(
             raise UserError(f"--threshold must be in (0, 1], got {threshold}")
         if fmt not in ("png", "svg", "pdf"):
             raise UserError(f"unknown format {fmt!r}; choose one of: png, svg, pdf")
-        by_key = {f.key: f for f in all_flags()}
-        grid = sw.read_grid_file(grid_file, by_key) if grid_file is not None else sw.Grid({}, [])
-        by_name = {f.name: f for f in all_flags()}
-        for name, text in values.items():
-            if text is None:
-                continue
-            flag = by_name[name.replace("_", "-")]
-            key = FLAG_KEYS[name]
-            grid.axes = [a for a in grid.axes if a.key != key]  # the command line wins over the file
-            grid.fixed.pop(key, None)
-            parsed = [text] if flag.type is bool else sw.parse_values(text, flag.type, flag.name)
-            if len(parsed) == 1:
-                grid.fixed[key] = parsed[0]
-            else:
-                grid.axes.append(sw.Axis(key, flag.name, parsed))
-        if seeds is not None:
-            grid.seeds = parse_seeds(seeds)
-        if threshold is not None:
-            grid.threshold = threshold
+        grid = sw.grid_from(grid_file, values, None if seeds is None else parse_seeds(seeds), threshold,
+                            [str(p) for p in plugin or []])
         finished = sw.sweep(grid, sw.Backend(backend, jobs, address, cpus_per_run, gpus_per_run),
                             None if out_dir is None else Path(out_dir), fmt, quiet, out, batch=not no_batch)
     except UserError as e:
@@ -411,7 +266,7 @@ def sweep(
         raise typer.Exit(130)
 
 
-@app.command()
+@command(config_flags=False)
 def plot(
     path: Annotated[Path, typer.Argument(help="A run directory, or a folder searched for them.", show_default=False)],
     threshold: PlotThreshold = 0.95,
@@ -446,7 +301,7 @@ def plot(
                      + "".join(f"; overlay {p}" for p in report.overlays)))
 
 
-@app.command()
+@command(config_flags=False)
 def analyze(
     paths: Annotated[list[Path], typer.Argument(help="Run directories, or folders searched for them.",
                                                 show_default=False)],
@@ -475,9 +330,4 @@ def analyze(
         out.print(escape(result.summary()))
 
 
-def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/yellow] {escape(message)}")
-
-
-def main() -> None:
-    app()
+app = build_app()  # the built-in commands and flags; main() and app_for() build one with the plugins named

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,8 @@ from rich.markup import escape
 from grokrun.config import RunBase, resolve, to_dict
 from grokrun.errors import UserError
 from grokrun.jobs import Job, plan_runs, run_jobs
-from grokrun.results import (CONFIG, check_folder, group_variants, is_run_dir, load_runs, make_folder, read_run,
-                             variant_settings, write_json_atomic)
+from grokrun.results import CONFIG, check_folder, make_folder, reuse_or_new, write_json_atomic
+from grokrun.runs import group_variants, is_run_dir, load_runs, read_run, variant_settings
 from grokrun.tasks import task
 
 
@@ -113,23 +112,15 @@ def output_folder(out: Path | None, variants: list[Variant], root: Path = Path("
     """
     if out is not None:
         return out, False
-    task = variants[0].config.task
     manifest = _manifest(variants)
-    for folder in sorted(root.glob(f"compare-{task}-*"), reverse=True):
-        try:
-            stored = json.loads((folder / "compare.json").read_text())["variants"]
-            # completed with today's defaults, so settings added since a folder was made still match
-            stored = [{"name": v["name"], "settings": variant_settings(to_dict(resolve(v["settings"], {})))}
-                      for v in stored]
-        except (OSError, ValueError, KeyError, TypeError):  # UserError is a ValueError
-            continue
-        if stored == manifest:
-            return folder, True
-    base = root / f"compare-{task}-{time.strftime('%Y%m%d-%H%M%S')}"
-    folder, i = base, 2
-    while folder.exists():  # another comparison started within the same second
-        folder, i = base.with_name(f"{base.name}-{i}"), i + 1
-    return folder, False
+
+    def same_variants(folder: Path) -> bool:
+        stored = json.loads((folder / "compare.json").read_text())["variants"]
+        # completed with today's defaults, so settings added since a folder was made still match
+        return [{"name": v["name"], "settings": variant_settings(to_dict(resolve(v["settings"], {})))}
+                for v in stored] == manifest
+
+    return reuse_or_new(root, f"compare-{variants[0].config.task}", same_variants)
 
 
 def plan(out: Path, variants: list[Variant], seeds: list[int]) -> list[Job]:
@@ -156,7 +147,8 @@ def compare(found: list[Variant], seeds: list[int], jobs: int, out: Path | None,
     """Train what the folder lacks, print a line per run as it ends, then the table; write the table and the
     overlay plot into the folder. Returns False if the user interrupted (the same command continues)."""
     from grokrun.engine import StoppedAtOnce
-    from grokrun.table import count, headline
+    from grokrun.table import count
+    from grokrun.table_write import headline
 
     if jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {jobs}")
@@ -230,7 +222,8 @@ def tabulate_existing(paths: list[Path], out: Path | None, threshold: float, fmt
 def report_table(grouped, folder: Path | None, threshold: float, fmt: str, console, details: str = "") -> None:
     """Print the table; with a folder, also write comparison.md, comparison.csv and the overlay plot."""
     from grokrun.plot import describe_task, plot_overlay
-    from grokrun.table import render_rich, tabulate, write_csv, write_markdown
+    from grokrun.table import tabulate
+    from grokrun.table_write import render_rich, write_csv, write_markdown
 
     rows = tabulate(grouped, threshold)
     title = f"{describe_task(grouped[0][1][0])} · threshold {threshold:g} val acc"

@@ -29,18 +29,21 @@ def _ray():
     return ray
 
 
-def _train_unit(runs: list[tuple[Any, str]], threads: int) -> list[tuple[str, dict]]:
-    """In a Ray worker: train (or resume, after a lost worker) runs together; (run dir, summary) of each."""
+def _train_unit(runs: list[tuple[dict, str]], threads: int) -> list[tuple[str, dict]]:
+    """In a Ray worker: train (or resume, after a lost worker) runs together; (run dir, summary) of each. Each run
+    comes as its config.json's contents, resolved here (which loads the plugins it names)."""
     import torch
 
     from grokrun import checkpoint
+    from grokrun.config import resolve
     from grokrun.engine import train_seeds
-    from grokrun.results import CHECKPOINT, CONFIG, FINAL, read_run
+    from grokrun.results import CHECKPOINT, CONFIG, FINAL
+    from grokrun.runs import read_run
 
     torch.set_num_threads(max(1, threads))
     todo, done = [], []
-    for cfg, path in runs:
-        path = Path(path)
+    for saved, path in runs:
+        cfg, path = resolve(saved, {}), Path(path)
         try:
             summary = (read_run(path).summary or {}) if (path / CONFIG).is_file() else {}
         except (OSError, ValueError):  # lost before its metrics were written: start it again
@@ -69,6 +72,7 @@ def run_on_ray(jobs: list, address: str | None, cpus: float, gpus: float, batch:
     interrupted (running tasks are cancelled; the same command resumes them from their checkpoints)."""
     from rich.markup import escape
 
+    from grokrun.config import to_dict
     from grokrun.engine import group_runs
 
     ray = _ray()
@@ -91,7 +95,7 @@ def run_on_ray(jobs: list, address: str | None, cpus: float, gpus: float, batch:
                          f"{f' and {gpus:g} GPU' if gpus else ''} each"))
     remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=RETRIES)(_train_unit)
     threads = max(1, int(cpus))
-    pending = {remote.remote([(cfg, str(Path(cfg.out) / cfg.name)) for cfg, _ in unit], threads): unit
+    pending = {remote.remote([(to_dict(cfg), str(Path(cfg.out) / cfg.name)) for cfg, _ in unit], threads): unit
                for unit in units}
     try:
         while pending:

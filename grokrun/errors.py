@@ -10,3 +10,15 @@ keeps its traceback.
 
 class UserError(ValueError):
     """A mistake the user can fix; the message names the fix."""
+
+
+def check_range(flag: str, ok: bool, rule: str, value) -> None:
+    """UserError "--flag must be <rule>, got <value>" unless ``ok``."""
+    if not ok:
+        raise UserError(f"--{flag} must be {rule}, got {value}")
+
+
+def check_choice(what: str, value, choices) -> None:
+    """UserError "unknown <what> <value>; choose one of: ..." unless ``value`` is one of ``choices``."""
+    if not isinstance(value, str) or value not in choices:
+        raise UserError(f"unknown {what} {value!r}; choose one of: {', '.join(choices)}")

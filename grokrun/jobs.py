@@ -25,8 +25,8 @@ from rich.markup import escape
 
 from grokrun.config import resolve, to_dict
 from grokrun.errors import UserError
-from grokrun.results import (CHECKPOINT, CONFIG, FINAL, RUN_FILES, differences, first_difference, is_run_dir,
-                             read_run, tmp_name, variant_settings)
+from grokrun.results import CHECKPOINT, CONFIG, FINAL, RUN_FILES, tmp_name
+from grokrun.runs import differences, first_difference, is_run_dir, read_run, variant_settings
 
 # What a run directory can hold before its first evaluation is written: its files, or their temporary twins.
 _STARTED_FILES = {*RUN_FILES, *(tmp_name(Path(f)).name for f in RUN_FILES)}
@@ -112,7 +112,9 @@ def _run_parallel(units: list[list[tuple]], n_jobs: int, report) -> bool:
     stop = ctx.Event()  # set on Ctrl-C: units already handed to a worker then start no training
     pool = ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx, initializer=_worker_init,
                                initargs=(threads, stop))
-    pending: dict[Future, list] = {pool.submit(_worker_train, unit): unit for unit in units}
+    # (each run as its config.json's contents: the worker resolves it, loading the plugins it names)
+    pending: dict[Future, list] = {pool.submit(_worker_train, [(to_dict(c), r) for c, r in unit]): unit
+                                   for unit in units}
 
     def collect(futures) -> None:
         for future in futures:
@@ -156,6 +158,7 @@ def _worker_train(unit: list[tuple]) -> list | None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         resumes = [r for _, r in unit]
-        return train_seeds([c for c, _ in unit], quiet=True, resume=None if resumes[0] is None else resumes)
+        return train_seeds([resolve(c, {}) for c, _ in unit], quiet=True,
+                           resume=None if resumes[0] is None else resumes)
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)

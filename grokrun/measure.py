@@ -1,5 +1,7 @@
-"""Time and memory, one device-agnostic helper, so CPU and GPU runs fill the same table.
+"""The device a run trains on, and its time and memory through one device-agnostic helper, so CPU and GPU
+runs fill the same table.
 
+    device = pick_device("auto")
     timer = StepTimer(device); timer.start(); ...step...; timer.stop(); timer.flush()  # at sync points
 """
 
@@ -12,6 +14,28 @@ import time
 from pathlib import Path
 
 import torch
+
+from grokrun.errors import UserError
+
+
+def pick_device(name: str) -> torch.device:
+    """--device: auto takes CUDA, then MPS, then the CPU; one asked for that is not here is a UserError."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available here; use --device cpu or --device auto")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UserError("--device mps: MPS is not available here; use --device cpu or --device auto")
+    return torch.device(name)
+
+
+def device_name(device: torch.device) -> str:
+    """"cpu", or "cuda (NVIDIA H200)": what a summary records."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
 
 
 def synchronize(device: torch.device) -> None:

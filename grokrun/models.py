@@ -303,3 +303,25 @@ class GraphNet(nn.Module):
         x = F.relu(self.conv2(x, edge_index, edge_attr))
         pooled = torch.zeros(n, x.shape[1], device=x.device, dtype=x.dtype).index_add_(0, batch, x)  # add-pool
         return self.out(F.relu(self.fc(pooled))).squeeze(-1)
+
+
+def load_weights(model: nn.Module, run_dir: str) -> None:
+    """--init-from: start ``model`` from the final weights of a run directory (its checkpoint.pt, the last of a run
+    that ended); UserError naming the first tensor that does not fit."""
+    from pathlib import Path
+
+    from grokrun import checkpoint
+    from grokrun.errors import UserError
+
+    weights = checkpoint.load(Path(run_dir))["model"]
+    own = model.state_dict()
+    for key in sorted(own.keys() | weights.keys()):
+        here, there = own.get(key), weights.get(key)
+        if here is None or there is None or here.shape != there.shape:
+            def shape(t):
+                return "absent" if t is None else tuple(t.shape)
+            raise UserError(f"--init-from {run_dir}: its weights do not fit this model ({key} is {shape(there)} "
+                            f"there and {shape(here)} here); start from a run of the same task and size")
+    with torch.no_grad():
+        for key, value in own.items():
+            value.copy_(weights[key])

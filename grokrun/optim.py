@@ -2,8 +2,9 @@
 
     optimizer = make_optimizer(cfg.optim, params)     # cfg.optim.name in OPTIMIZERS
 
-A new optimizer is one function here and one entry in ``OPTIMIZERS``: its name then appears in --help
-and in the "unknown optimizer" error. torch is imported when an optimizer is built, not before, so the
+A new optimizer is one function here and one entry in ``OPTIMIZERS`` (or, in a user's plugin file, one
+function marked ``@optimizer("name")``: grokrun.plugins): its name then appears in --help and in the "unknown
+optimizer" error. torch is imported when an optimizer is built, not before, so the
 registry costs nothing to read.
 """
 
@@ -46,6 +47,15 @@ sgd.decay = "coupled"
 OPTIMIZERS: dict[str, Callable] = {"adam": adam, "adamw": adamw, "sgd": sgd}
 
 
+def optimizer(name: str):
+    """Mark a function ``build(optim_settings, params) -> torch optimizer`` as the optimizer ``name`` of a plugin
+    file (grokrun.plugins registers it; ``build.decay = "coupled" | "decoupled"`` lets --decay-to init use it)."""
+    def mark(build):
+        build.optimizer_name = name
+        return build
+    return mark
+
+
 def make_optimizer(o, params: list):
     """The optimizer an OptimConfig names, over ``params``; with ``decay_to == "init"``, its weight decay pulls
     toward the initial weights (DecayToInit) instead of zero."""
@@ -65,7 +75,51 @@ def make_optimizer(o, params: list):
     return optimizer
 
 
-class DecayToInit:
+class StepHook:
+    """Work done before every ``optimizer.step()``, whose state rides in ``optimizer.state_dict()`` under ``KEY``
+    (and comes back with ``load_state_dict``), so any checkpoint that saves the optimizer carries it. Subclasses
+    define ``before_step``, ``state`` and ``load``; ``detach()`` takes the hook off again."""
+
+    KEY = "step_hook"
+
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+        self._handles = [
+            optimizer.register_step_pre_hook(lambda opt, args, kwargs: self.before_step()),
+            optimizer.register_state_dict_post_hook(self._save),
+            optimizer.register_load_state_dict_pre_hook(self._load),
+        ]
+
+    def params(self) -> list:
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
+
+    def before_step(self) -> None:
+        raise NotImplementedError
+
+    def state(self):
+        raise NotImplementedError
+
+    def load(self, saved) -> None:
+        raise NotImplementedError
+
+    def _save(self, optimizer, state: dict) -> dict:
+        state[self.KEY] = self.state()
+        return state
+
+    def _load(self, optimizer, state: dict) -> dict:
+        state = dict(state)
+        saved = state.pop(self.KEY, None)
+        if saved is not None:
+            self.load(saved)
+        return state
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+class DecayToInit(StepHook):
     """Weight decay toward the initial weights w0, in the optimizer's own form, as a step pre-hook (its own
     decay is off): coupled (Adam, SGD) adds wd * (w - w0) to the gradient; decoupled (AdamW) takes
     lr * wd * (w - w0) off the weights before the update, as AdamW's w * (1 - lr * wd). A weight with a zero
@@ -75,21 +129,16 @@ class DecayToInit:
     KEY = "decay_init"
 
     def __init__(self, optimizer, weight_decay: float, form: str):
-        self.optimizer, self.weight_decay, self.form = optimizer, weight_decay, form
-        self.initial = [p.detach().clone() for p in self._params()]
-        optimizer.register_step_pre_hook(self._before_step)
-        optimizer.register_state_dict_post_hook(self._save)
-        optimizer.register_load_state_dict_pre_hook(self._load)
+        super().__init__(optimizer)
+        self.weight_decay, self.form = weight_decay, form
+        self.initial = [p.detach().clone() for p in self.params()]
 
-    def _params(self) -> list:
-        return [p for group in self.optimizer.param_groups for p in group["params"]]
-
-    def _before_step(self, optimizer, args, kwargs) -> None:
+    def before_step(self) -> None:
         import torch
 
         with torch.no_grad():
             i = 0
-            for group in optimizer.param_groups:
+            for group in self.optimizer.param_groups:
                 for p in group["params"]:
                     w0 = self.initial[i]
                     i += 1
@@ -100,16 +149,11 @@ class DecayToInit:
                     else:
                         p.sub_(p - w0, alpha=group["lr"] * self.weight_decay)
 
-    def _save(self, optimizer, state: dict) -> dict:
-        state[self.KEY] = list(self.initial)
-        return state
+    def state(self) -> list:
+        return list(self.initial)
 
-    def _load(self, optimizer, state: dict) -> dict:
-        state = dict(state)
-        saved = state.pop(self.KEY, None)
-        if saved is not None:
-            self.initial = [s.to(p.device, p.dtype) for s, p in zip(saved, self._params())]
-        return state
+    def load(self, saved: list) -> None:
+        self.initial = [s.to(p.device, p.dtype) for s, p in zip(saved, self.params())]
 
 
 def warmup_factor(warmup_steps: int):

@@ -15,13 +15,13 @@ import dataclasses
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from grokrun.filters import describe_variant
-from grokrun.results import FINISHED, SWEEP_MANIFEST, Run, group_variants, load_runs
+from grokrun.results import FINISHED, SWEEP_MANIFEST
+from grokrun.runs import Run, group_variants, load_runs
 from grokrun.tasks import TASKS, task
 
 FORMATS = ("png", "svg", "pdf")
@@ -183,128 +183,6 @@ def plot_overlay(variants: list[tuple[str, list[Run]]], path: Path, threshold: f
 
 # --- sweeps ------------------------------------------------------------------------------------------------
 
-def _numeric(axis: dict[str, Any]) -> bool:
-    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in axis["values"])
-
-
-def plot_sweep(folder: Path, manifest: dict[str, Any], table: list[dict[str, Any]], cells: dict, fmt: str = "png"
-               ) -> list[Path]:
-    """The figures of a sweep (``cells``: grokrun.sweep.cells, per point the median steps to the threshold).
-
-    Two numeric axes or more: ``sweep_heatmap.<fmt>``, the median steps over the first two, a panel per
-    combination of the others; censored cells say "≥". Otherwise ``sweep_steps.<fmt>``: the median steps
-    against the first numeric axis (or the first swept one), a line per combination of the others, the min–max
-    over the seeds that got there as a band, and points whose median is only a lower bound as open markers
-    at that bound (the budget)."""
-    axes = manifest["axes"]
-    swept = [a for a in axes if len(a["values"]) > 1]
-    if not swept:
-        return []
-    threshold = manifest.get("threshold", 0.99)
-    numeric = [a for a in swept if _numeric(a)]
-    title = f"{manifest.get('task')}: steps to {threshold:g} validation accuracy (median over seeds)"
-    if len(numeric) >= 2:
-        return [_heatmap(folder / f"sweep_heatmap.{fmt}", axes, numeric[0], numeric[1], cells, title)]
-    return [_steps_figure(folder / f"sweep_steps.{fmt}", axes, numeric[0] if numeric else swept[0], cells, title)]
-
-
-def _others(axes: list[dict[str, Any]], *exclude: dict[str, Any]) -> list[tuple[tuple[int, Any], ...]]:
-    """Every combination of the axes other than ``exclude``, as ((axis index, value), ...)."""
-    import itertools
-
-    rest = [(i, a) for i, a in enumerate(axes) if all(a is not e for e in exclude)]
-    return [tuple(zip((i for i, _ in rest), combo)) for combo in itertools.product(*(a["values"] for _, a in rest))]
-
-
-def _label(axes: list[dict[str, Any]], combo: tuple[tuple[int, Any], ...]) -> str:
-    return ", ".join(f"{axes[i]['name']}={_fmt_value(v)}" for i, v in combo if len(axes[i]["values"]) > 1)
-
-
-def _fmt_value(v: Any) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
-
-
-def _point(axes: list[dict[str, Any]], combo, fixed: dict[int, Any]) -> tuple:
-    values = dict(combo) | fixed
-    return tuple(values[i] for i in range(len(axes)))
-
-
-def _steps_figure(path: Path, axes, x_axis, cells, title: str) -> Path:
-    xi = next(i for i, a in enumerate(axes) if a is x_axis)
-    numeric = _numeric(x_axis)
-    xs_all = list(x_axis["values"])
-    positions = xs_all if numeric else list(range(len(xs_all)))
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
-    ax = fig.add_subplot()
-    for k, combo in enumerate(_others(axes, x_axis)):
-        color = f"C{k % 10}"
-        xs, known, bound, band = [], [], [], []
-        for x, pos in zip(xs_all, positions):
-            cell = cells.get(_point(axes, combo, {xi: x}))
-            if cell is None or np.isinf(cell.lo):
-                continue
-            (known if np.isfinite(cell.hi) else bound).append((pos, cell.lo))
-            xs.append(pos)
-            if cell.low is not None:
-                band.append((pos, cell.low, cell.high))
-        if not xs:
-            continue
-        line = sorted(known + bound)
-        ax.plot([p for p, _ in line], [v for _, v in line], color=color, alpha=0.6, label=_label(axes, combo) or None)
-        if known:
-            ax.plot(*zip(*known), "o", color=color)
-        if bound:
-            ax.plot(*zip(*bound), "o", color=color, markerfacecolor="white")
-        if len(band) > 1:
-            b = sorted(band)
-            ax.fill_between([p for p, _, _ in b], [lo for _, lo, _ in b], [hi for _, _, hi in b], color=color,
-                            alpha=0.15, linewidth=0)
-    ax.set_yscale("log")
-    ax.set_xlabel(x_axis["name"])
-    if not numeric:
-        ax.set_xticks(positions, [_fmt_value(v) for v in xs_all])
-    ax.set_ylabel("steps (median; open: ≥, not reached by the median seed)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
-    return _finish(fig, path)
-
-
-def _heatmap(path: Path, axes, x_axis, y_axis, cells, title: str) -> Path:
-    from matplotlib.colors import LogNorm
-
-    xi = next(i for i, a in enumerate(axes) if a is x_axis)
-    yi = next(i for i, a in enumerate(axes) if a is y_axis)
-    panels = _others(axes, x_axis, y_axis)
-    cols = min(3, len(panels))
-    rows_n = -(-len(panels) // cols)
-    fig = Figure(figsize=(4.5 * cols, 3.8 * rows_n), layout="constrained")
-    finite = [c.lo for c in cells.values() if np.isfinite(c.lo) and c.lo > 0]
-    norm = LogNorm(min(finite), max(finite)) if finite and min(finite) < max(finite) else None
-    for k, combo in enumerate(panels):
-        ax = fig.add_subplot(rows_n, cols, k + 1)
-        grid = np.full((len(y_axis["values"]), len(x_axis["values"])), np.nan)
-        for r, y in enumerate(y_axis["values"]):
-            for c, x in enumerate(x_axis["values"]):
-                cell = cells.get(_point(axes, combo, {xi: x, yi: y}))
-                if cell is None:
-                    continue
-                grid[r, c] = cell.lo if np.isfinite(cell.lo) else np.nan
-                text = "never" if np.isinf(cell.lo) else (f"{cell.lo:,.0f}" if np.isfinite(cell.hi)
-                                                          else f"≥{cell.lo:,.0f}")
-                ax.text(c, r, text, ha="center", va="center", fontsize=7)
-        image = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis_r", norm=norm)
-        ax.set_xticks(range(len(x_axis["values"])), [_fmt_value(v) for v in x_axis["values"]], fontsize=8)
-        ax.set_yticks(range(len(y_axis["values"])), [_fmt_value(v) for v in y_axis["values"]], fontsize=8)
-        ax.set_xlabel(x_axis["name"])
-        ax.set_ylabel(y_axis["name"])
-        if _label(axes, combo):
-            ax.set_title(_label(axes, combo), fontsize=9)
-    fig.colorbar(image, ax=fig.axes, label="steps (median)")
-    fig.suptitle(title, fontsize=10)
-    return _finish(fig, path)
-
 
 @dataclass
 class PlotReport:
@@ -351,108 +229,4 @@ def plot_path(path: Path, fmt: str = "png", threshold: float = 0.95) -> PlotRepo
 
 # --- inside a model (grokrun analyze) ----------------------------------------------------------------------
 
-def _pca_panel(ax, coords: np.ndarray, order: list[int] | None, labels: bool, axes_names: tuple[str, str],
-               title: str) -> None:
-    """One pair of principal components: a point per residue, labelled, joined in the order of a key frequency."""
-    ax.scatter(coords[:, 0], coords[:, 1], s=10, c=np.arange(len(coords)), cmap="twilight", zorder=2)
-    if order is not None:
-        ring = order + order[:1]
-        ax.plot(coords[ring, 0], coords[ring, 1], color="gray", linewidth=0.6, zorder=1)
-    if labels:
-        for x, (u, v) in enumerate(coords):
-            ax.annotate(str(x), (u, v), fontsize=5, xytext=(2, 2), textcoords="offset points")
-    ax.set_xlabel(axes_names[0])
-    ax.set_ylabel(axes_names[1])
-    ax.set_title(title, fontsize=9)
-    ax.set_aspect("equal", adjustable="datalim")
 
-
-def embedding_pca(panels: list[tuple[np.ndarray, list[int] | None, int | None]], path: Path, title: str) -> Path:
-    """Pairs of principal components side by side: per panel the (symbols, 2) coordinates, the order that joins
-    them (a key frequency's circle) and that frequency."""
-    fig = Figure(figsize=(4.2 * len(panels), 4.4), layout="constrained")
-    for i, (coords, order, k) in enumerate(panels):
-        _pca_panel(fig.add_subplot(1, len(panels), i + 1), coords, order, True, (f"PC{2 * i + 1}", f"PC{2 * i + 2}"),
-                   f"joined in the order of frequency {k}" if k else "no key frequency")
-    fig.suptitle(title, fontsize=10)
-    return _finish(fig, path)
-
-
-def embedding_pca_gif(frames: list[tuple[np.ndarray, int]], order: list[int] | None, k: int | None,
-                      path: Path) -> Path:
-    """One frame per (coordinates on PC1-PC2, step), each joined in ``order`` (frequency k's)."""
-    import io
-
-    from PIL import Image
-
-    from grokrun.results import atomic_write
-
-    images = []
-    for coords, step in frames:
-        fig = Figure(figsize=(4.4, 4.4), layout="constrained")
-        _pca_panel(fig.add_subplot(), coords, order, False, ("PC1", "PC2"),
-                   f"step {step:,}" + (f" · joined in the order of frequency {k}" if k else ""))
-        buffer = io.BytesIO()
-        fig.savefig(buffer, dpi=80, format="png")
-        images.append(Image.open(buffer).convert("P", palette=Image.Palette.ADAPTIVE))
-    atomic_write(path, lambda f: images[0].save(f, format="GIF", save_all=True, append_images=images[1:],
-                                                duration=400, loop=0))
-    return path
-
-
-def fourier_spectrum(share: list[float], keys: list[int], factor: float, path: Path, when: str) -> Path:
-    """Share of the embedding's norm in each frequency, the key frequencies (share >= factor x uniform) marked."""
-    freqs = np.arange(1, len(share) + 1)
-    fig = Figure(figsize=(7.5, 3.8), layout="constrained")
-    ax = fig.add_subplot()
-    colors = ["C3" if k in keys else "C0" for k in freqs]
-    ax.bar(freqs, share, color=colors, width=0.8)
-    ax.axhline(factor / len(share), color="gray", linestyle=":", label=f"key: ≥ {factor:g} × uniform share")
-    for k in keys:
-        ax.annotate(str(k), (k, share[k - 1]), ha="center", va="bottom", fontsize=8)
-    ax.set_xlabel("frequency k (cos and sin of 2πkx/p over the residues x)")
-    ax.set_ylabel("share of the embedding's norm²")
-    key_total = sum(share[k - 1] for k in keys)
-    ax.set_title(f"Fourier spectrum of the token embedding, {when}: keys {', '.join(map(str, keys)) or 'none'} "
-                 f"carry {key_total:.0%}", fontsize=9)
-    ax.legend(fontsize=8)
-    return _finish(fig, path)
-
-
-def progress_measures(progress: list[dict[str, Any]], phases: dict[str, int | None], path: Path) -> Path:
-    """Losses (train, test, restricted, excluded) above, Fourier sparsity and weight norm below, on one log-step
-    axis (symmetric-log, so step 0 is drawn: linear below 1), with the phase marks."""
-    steps = np.array([r["step"] for r in progress], dtype=float)
-    fig = Figure(figsize=(7.5, 6.4), layout="constrained")
-    top = fig.add_subplot(2, 1, 1)
-    bottom = fig.add_subplot(2, 1, 2, sharex=top)
-    for i, (label, col) in enumerate((("train loss", "train_loss"), ("test loss", "test_loss"),
-                                      ("restricted loss (test)", "restricted_loss"),
-                                      ("excluded loss (train)", "excluded_loss"))):
-        values = np.array([np.nan if r.get(col) is None else r[col] for r in progress], dtype=float)
-        if np.isfinite(values).any():
-            top.plot(steps, values, label=label, color=f"C{i}", marker=".", markersize=3)
-    top.set_yscale("log")
-    top.set_ylabel("cross-entropy (float64)")
-    sparsity = np.array([r["fourier_sparsity"] for r in progress], dtype=float)
-    bottom.plot(steps, sparsity, color="C4", marker=".", markersize=3, label="Fourier sparsity (key share)")
-    bottom.set_ylabel("key frequencies' share")
-    bottom.set_ylim(-0.02, 1.02)
-    norm_ax = bottom.twinx()
-    norm_ax.plot(steps, [r["weight_norm"] for r in progress], color="C5", marker=".", markersize=3,
-                 label="weight norm")
-    norm_ax.set_ylabel("L2 norm of all parameters")
-    for ax in (top, bottom):
-        ax.set_xscale("symlog", linthresh=1)
-        ax.set_xlim(left=0)
-        ax.grid(alpha=0.3, which="both")
-        for j, (name, step) in enumerate(phases.items()):
-            if step is not None:
-                ax.axvline(step, color="black", linestyle=("--", "-.", ":")[j % 3], linewidth=0.8,
-                           label=f"{name} ({step:,})" if ax is top else None)
-    bottom.set_xlabel("optimization steps")
-    top.legend(fontsize=7, ncol=2)
-    handles = bottom.get_legend_handles_labels()[0] + norm_ax.get_legend_handles_labels()[0]
-    bottom.legend(handles=handles, fontsize=7, loc="center left")
-    top.set_title("progress measures over the weight snapshots", fontsize=9)
-    return _finish(fig, path)

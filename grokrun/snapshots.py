@@ -7,66 +7,20 @@
 
 One file per snapshot, ``<run>/snapshots/step-000001234.pt``: the model's state_dict on the CPU, written
 once, atomically, when the step is reached (so a run stopped early keeps the snapshots it reached); a resumed
-run writes again those after its checkpoint.
+run writes again those after its checkpoint. Which steps: grokrun.engine.schedules.snapshot_steps.
 """
 
 from __future__ import annotations
 
-import math
 import re
-from bisect import bisect_left
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-from grokrun.errors import UserError
 
 if TYPE_CHECKING:
     from torch import Tensor
 
 FOLDER = "snapshots"
-LOG_POINTS = 30
 _NAME = re.compile(r"step-(\d+)\.pt")
-
-
-class _Every:
-    """Step 0, every ``every`` steps and ``last``: a membership test by arithmetic (a long budget costs nothing)."""
-
-    def __init__(self, every: int, last: int):
-        self.every, self.last = every, last
-
-    def __contains__(self, step: int) -> bool:
-        return 0 <= step <= self.last and (step % self.every == 0 or step == self.last)
-
-
-def steps(spec: str, max_steps: int) -> set[int] | _Every:
-    """The steps a spec names, within 0..max_steps; a bad spec is one line naming the choices."""
-    if spec == "off":
-        return set()
-    if spec == "log":
-        # step 0, then at least LOG_POINTS - 1 distinct steps about evenly spaced in log(step) from 1 to the
-        # budget: more points are drawn until rounding no longer merges away the first ones, a step apart
-        want = min(LOG_POINTS - 1, max_steps)
-        n, out = max(2, want), set()
-        while len(out) < want:
-            out = {round(max_steps ** (i / (n - 1))) for i in range(n)}
-            n += 1
-        return {0} | out
-    try:
-        every = int(spec)
-    except ValueError:
-        every = 0
-    if every < 1:
-        raise UserError(f"--snapshots must be log, off or a number of steps >= 1, got {spec!r}")
-    return _Every(every, max_steps)
-
-
-def on_evaluations(wanted: set[int], evals) -> set[int]:
-    """Each wanted step moved to the first evaluation step at or after it (``evals``: engine.EverySteps or a set,
-    holding the budget's last step), so that log snapshots add no point where the loop waits for the device."""
-    if hasattr(evals, "every"):
-        return {0} | {min(math.ceil(s / evals.every) * evals.every, evals.last) for s in wanted if s > 0}
-    ordered = sorted(evals)
-    return {0} | {ordered[min(bisect_left(ordered, s), len(ordered) - 1)] for s in wanted if s > 0}
 
 
 def path(run_dir: Path, step: int) -> Path:

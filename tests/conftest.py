@@ -7,7 +7,16 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from grokrun.cli import app
+from grokrun import plugins
+from grokrun.cli import app_for
+
+
+@pytest.fixture(autouse=True)
+def _no_plugins_left():
+    """Each test starts and ends with grokrun's own registries (a plugin one test loads is gone after it)."""
+    plugins.reset()
+    yield
+    plugins.reset()
 
 
 @pytest.fixture
@@ -20,7 +29,8 @@ def cli():
     runner = CliRunner()
 
     def invoke(args, **kwargs):
-        result = runner.invoke(app, [str(a) for a in args], **kwargs)
+        args = [str(a) for a in args]
+        result = runner.invoke(app_for(args), args, **kwargs)  # as grokrun's main(): the plugins named load first
         if result.exception is not None and not isinstance(result.exception, SystemExit):
             raise result.exception
         return result

@@ -99,20 +99,6 @@ def test_directions_are_orthonormal():
     assert torch.allclose(d @ d.T, torch.eye(5, dtype=torch.float64), atol=1e-12)
 
 
-def test_snapshot_steps():
-    log = snapshots.steps("log", 10_000)
-    assert snapshots.LOG_POINTS <= len(log) <= snapshots.LOG_POINTS + 1 and min(log) == 0 and max(log) == 10_000
-    assert snapshots.steps("log", 5) == {0, 1, 2, 3, 4, 5}
-    every = snapshots.steps("500", 1_234)
-    assert all(s in every for s in (0, 500, 1_000, 1_234)) and 499 not in every and 1_500 not in every
-    assert snapshots.steps("off", 100) == set()
-    assert 10**9 in snapshots.steps("7", 10**9)  # membership by arithmetic: no set of a billion steps
-    from grokrun.engine import EverySteps
-
-    assert snapshots.on_evaluations({0, 1, 2, 9, 10, 11, 95}, EverySteps(10, 95)) == {0, 10, 20, 95}
-    assert snapshots.on_evaluations({1, 5, 40}, {3, 30, 50}) == {0, 3, 30, 50}
-
-
 def test_a_run_that_groks_has_a_few_key_frequencies_after_and_none_at_step_0(cli, tmp_path):
     result = cli(["train", *GROKS, "--max-steps", "800", "--out", tmp_path, "--name", "groks"])
     assert result.exit_code == 0, result.output

@@ -1,4 +1,4 @@
-"""The filters in any training loop: grokrun.filters.attach(optimizer, filter) (issue 18, item 6)."""
+"""The filters in any training loop: grokrun.filters.attach(optimizer, filter)."""
 
 import copy
 import io

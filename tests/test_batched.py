@@ -1,4 +1,4 @@
-"""Seeds trained together as one stacked model: each seed exactly as it runs alone (issue 15).
+"""Seeds trained together as one stacked model: each seed exactly as it runs alone.
 
 In float64, ``--seeds 0,1,2`` must write the metrics.csv files that ``--seed 0``, ``--seed 1`` and ``--seed 2``
 write alone, value for value to 1e-9 relative: the stack changes only the order of a few floating-point sums.

@@ -1,4 +1,4 @@
-"""Careless and hostile input, one test per finding of issue 14: nothing crashes, nothing is lost, and every
+"""Careless and hostile input: nothing crashes, nothing is lost, and every
 report agrees with itself. Each drives the CLI as a user would meet the problem."""
 
 import json
@@ -13,12 +13,13 @@ import torch
 from grokrun import checkpoint
 from grokrun.engine import ProgressReport, eval_steps
 from grokrun.filters import GradFilter
-from grokrun.results import CHECKPOINT, METRICS, SUMMARY, read_metrics
+from grokrun.results import CHECKPOINT, METRICS, SUMMARY
+from grokrun.results import read_metrics
 
 # A tiny modular problem: runs of a few steps, a fraction of a second each.
 TINY = ["--op", "add", "--p", "11", "--train-frac", "0.8", "--width", "16", "--layers", "1", "--heads", "2",
         "--batch-size", "32", "--eval-every", "4", "--quiet"]
-# Diverges at step 1 or 2, before the first evaluation after step 0 (issue 14's reproduction).
+# Diverges at step 1 or 2, before the first evaluation after step 0.
 DIVERGES_AT_ONCE = ["--p", "11", "--optimizer", "sgd", "--lr", "1e6", "--warmup-steps", "0", "--eval-every", "5",
                     "--max-steps", "30", "--quiet"]
 
@@ -45,7 +46,7 @@ def run_dir_of(result):
 
 # 1 --------------------------------------------------------------------------------------------------------
 
-def test_1_plot_and_compare_survive_a_run_that_diverged_before_its_first_evaluation(cli, tmp_path):
+def test_plot_and_compare_survive_a_run_that_diverged_before_its_first_evaluation(cli, tmp_path):
     out = tmp_path / "d"
     for seed in (0, 1):
         assert cli(["train", *DIVERGES_AT_ONCE, "--out", out, "--seed", seed]).exit_code == 1
@@ -59,7 +60,7 @@ def test_1_plot_and_compare_survive_a_run_that_diverged_before_its_first_evaluat
     assert "seed 0 diverged at step" in (out / "comparison.md").read_text()
 
 
-def test_1_only_runs_with_nothing_to_draw_is_exit_2(cli, tmp_path):
+def test_only_runs_with_nothing_to_draw_is_exit_2(cli, tmp_path):
     out = tmp_path / "d"
     assert cli(["train", *DIVERGES_AT_ONCE, "--out", out]).exit_code == 1
     result = cli(["plot", out])
@@ -69,7 +70,7 @@ def test_1_only_runs_with_nothing_to_draw_is_exit_2(cli, tmp_path):
 
 # 2 --------------------------------------------------------------------------------------------------------
 
-def test_2_bracketed_names_and_paths_are_printed_as_they_are(cli, tmp_path):
+def test_bracketed_names_and_paths_are_printed_as_they_are(cli, tmp_path):
     result = train(cli, tmp_path / "runs", "--max-steps", "2", "--name", "[bold]myrun")
     assert result.exit_code == 0
     assert f"run: {tmp_path / 'runs' / '[bold]myrun'} (completed after 2 steps)" in result.stdout
@@ -85,7 +86,7 @@ def test_2_bracketed_names_and_paths_are_printed_as_they_are(cli, tmp_path):
 
 # 3 --------------------------------------------------------------------------------------------------------
 
-def test_3_file_system_errors_are_one_line(cli, tmp_path, monkeypatch):
+def test_file_system_errors_are_one_line(cli, tmp_path, monkeypatch):
     a_file = tmp_path / "hostname"
     a_file.write_text("not a folder")
     one_line_error(train(cli, a_file), f"--out {a_file} is a file, not a folder")
@@ -109,7 +110,7 @@ def test_3_file_system_errors_are_one_line(cli, tmp_path, monkeypatch):
 
 # 4 --------------------------------------------------------------------------------------------------------
 
-def test_4_a_second_ctrl_c_while_the_checkpoint_is_written_lets_it_finish(cli, tmp_path, monkeypatch):
+def test_a_second_ctrl_c_while_the_checkpoint_is_written_lets_it_finish(cli, tmp_path, monkeypatch):
     calls = {"n": 0}
     original_apply, original_save = GradFilter.apply, torch.save
 
@@ -138,7 +139,7 @@ def test_4_a_second_ctrl_c_while_the_checkpoint_is_written_lets_it_finish(cli, t
 
 # 5 --------------------------------------------------------------------------------------------------------
 
-def test_5_huge_values_are_refused_before_anything_is_written(cli, tmp_path):
+def test_huge_values_are_refused_before_anything_is_written(cli, tmp_path):
     out = tmp_path / "runs"
     one_line_error(train(cli, out, "--max-steps", "1000000001"), "--max-steps must be in [1, 1,000,000,000]")
     one_line_error(train(cli, out, "--seed", str(2**64)), "--seed must be in [0, 4,294,967,295]")
@@ -150,7 +151,7 @@ def test_5_huge_values_are_refused_before_anything_is_written(cli, tmp_path):
     assert not out.exists()
 
 
-def test_5_a_budget_of_a_billion_steps_costs_no_memory_to_schedule():
+def test_a_budget_of_a_billion_steps_costs_no_memory_to_schedule():
     from grokrun.config import resolve
 
     schedule = eval_steps(resolve(None, {"train.max_steps": 10**9}).train, steps_per_epoch=10)
@@ -179,7 +180,7 @@ def interrupted_run(cli, out, monkeypatch, *args):
 
 
 @pytest.mark.parametrize("damage", ["missing", "garbled"])
-def test_6_a_failed_resume_deletes_nothing(cli, tmp_path, monkeypatch, damage):
+def test_a_failed_resume_deletes_nothing(cli, tmp_path, monkeypatch, damage):
     run = interrupted_run(cli, tmp_path / "runs", monkeypatch)
     if damage == "missing":
         (run / METRICS).unlink()
@@ -191,7 +192,7 @@ def test_6_a_failed_resume_deletes_nothing(cli, tmp_path, monkeypatch, damage):
     assert after == before  # summary.json and the snapshots included
 
 
-def test_7_a_checkpoint_from_another_run_is_refused_naming_the_setting(cli, tmp_path, monkeypatch):
+def test_a_checkpoint_from_another_run_is_refused_naming_the_setting(cli, tmp_path, monkeypatch):
     plain = interrupted_run(cli, tmp_path / "a", monkeypatch)
     ma = interrupted_run(cli, tmp_path / "b", monkeypatch, "--filter", "ma", "--window-size", "3")
     shutil.copy(ma / CHECKPOINT, plain / CHECKPOINT)
@@ -202,7 +203,7 @@ def test_7_a_checkpoint_from_another_run_is_refused_naming_the_setting(cli, tmp_
     one_line_error(cli(["train", "--resume", plain]), "modular.width = 32")
 
 
-def test_7_an_edited_config_is_refused_not_ignored(cli, tmp_path, monkeypatch):
+def test_an_edited_config_is_refused_not_ignored(cli, tmp_path, monkeypatch):
     run = interrupted_run(cli, tmp_path / "runs", monkeypatch)
     config = json.loads((run / "config.json").read_text())
     config["optim"]["lr"] = 0.5
@@ -219,12 +220,12 @@ def test_7_an_edited_config_is_refused_not_ignored(cli, tmp_path, monkeypatch):
     (["--lr", "nan"], "--lr must be a finite number, got nan"),
     (["--name", ".hidden"], "--name must be a plain folder name, not hidden"),
 ])
-def test_8_nonsense_is_refused(cli, tmp_path, args, message):
+def test_nonsense_is_refused(cli, tmp_path, args, message):
     one_line_error(train(cli, tmp_path / "runs", *args), message)
     assert not (tmp_path / "runs").exists()
 
 
-def test_8_empty_seeds_and_out_are_refused(cli, tmp_path, monkeypatch):
+def test_empty_seeds_and_out_are_refused(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     one_line_error(cli(["compare", "--seeds", "", *TINY]), "--seeds must be seeds or ranges")
     one_line_error(cli(["train", "--out", "", *TINY]), "--out must name a folder")
@@ -234,7 +235,7 @@ def test_8_empty_seeds_and_out_are_refused(cli, tmp_path, monkeypatch):
 
 # 9 --------------------------------------------------------------------------------------------------------
 
-def test_9_a_half_written_last_row_is_not_data(cli, tmp_path, make_run):
+def test_a_half_written_last_row_is_not_data(cli, tmp_path, make_run):
     path = make_run(tmp_path / "r", val_acc=[0.0, 0.5, 0.9])
     with open(path / METRICS, "a") as f:
         f.write("300,3.0,0.0")  # killed while writing the row: no line end
@@ -247,7 +248,7 @@ def test_9_a_half_written_last_row_is_not_data(cli, tmp_path, make_run):
     assert cli(["plot", path]).exit_code == 2  # unreadable: a warning, then nothing to draw
 
 
-def test_9_resume_drops_a_half_written_row(cli, tmp_path, monkeypatch):
+def test_resume_drops_a_half_written_row(cli, tmp_path, monkeypatch):
     run = interrupted_run(cli, tmp_path / "runs", monkeypatch)
     with open(run / METRICS, "a") as f:
         f.write("1")  # "12,0.01,..." cut after its first character: it must not become a row of step 1
@@ -258,7 +259,7 @@ def test_9_resume_drops_a_half_written_row(cli, tmp_path, monkeypatch):
 
 # 10 -------------------------------------------------------------------------------------------------------
 
-def test_10_the_headline_and_the_table_give_the_same_divergence_step(cli, tmp_path):
+def test_the_headline_and_the_table_give_the_same_divergence_step(cli, tmp_path):
     out = tmp_path / "runs"
     result = cli(["train", "--out", out, *TINY, "--lr", "1e30", "--max-steps", "40", "--eval-every", "10"])
     assert result.exit_code == 1
@@ -268,7 +269,7 @@ def test_10_the_headline_and_the_table_give_the_same_divergence_step(cli, tmp_pa
     assert f"seed 0 diverged at step {step}" in (tmp_path / "table" / "comparison.md").read_text()
 
 
-def test_10_the_headline_uses_the_runs_own_target(cli, tmp_path):
+def test_the_headline_uses_the_runs_own_target(cli, tmp_path):
     learns = ["--p", "23", "--width", "64", "--batch-size", "128", "--lr", "3e-3", "--optimizer", "adamw",
               "--weight-decay", "1.0"]  # the engine tests' small problem, which generalizes
     result = train(cli, tmp_path / "runs", *learns, "--stop-at-acc", "0.2", "--eval-every", "10", "--max-steps", "2000")
@@ -279,14 +280,14 @@ def test_10_the_headline_uses_the_runs_own_target(cli, tmp_path):
     assert lines[-1].startswith(f"20% val acc at step {steps} (")  # not "95% val acc not reached"
 
 
-def test_10_one_step_is_one_step(cli, tmp_path):
+def test_one_step_is_one_step(cli, tmp_path):
     result = train(cli, tmp_path / "runs", "--max-steps", "1")
     assert "(completed after 1 step)" in result.stdout and "not reached in 1 step (" in result.stdout
 
 
 # 11 -------------------------------------------------------------------------------------------------------
 
-def test_11_a_config_file_with_another_filter_takes_that_filters_preset(cli, tmp_path):
+def test_a_config_file_with_another_filter_takes_that_filters_preset(cli, tmp_path):
     from pathlib import Path
 
     ema_file = Path(__file__).parent.parent / "configs" / "modular_ema.toml"
@@ -299,7 +300,7 @@ def test_11_a_config_file_with_another_filter_takes_that_filters_preset(cli, tmp
 
 # 12 -------------------------------------------------------------------------------------------------------
 
-def test_12_output_to_a_file_gets_plain_progress_lines(cli, tmp_path, monkeypatch):
+def test_output_to_a_file_gets_plain_progress_lines(cli, tmp_path, monkeypatch):
     monkeypatch.setattr(ProgressReport, "PLAIN_EVERY_S", 0.0)  # every evaluation, for the test
     args = [a for a in TINY if a != "--quiet"]
     result = cli(["train", "--out", tmp_path, *args, "--max-steps", "8"])
@@ -314,7 +315,7 @@ def test_12_output_to_a_file_gets_plain_progress_lines(cli, tmp_path, monkeypatc
 
 # 13 -------------------------------------------------------------------------------------------------------
 
-def test_13_help_says_what_each_flag_means_for_each_task(cli):
+def test_help_says_what_each_flag_means_for_each_task(cli):
     lines = [line.strip("│ ") for line in cli(["train", "--help"], env={"COLUMNS": "300"}).stdout.splitlines()]
 
     def row(option):
@@ -329,7 +330,7 @@ def test_13_help_says_what_each_flag_means_for_each_task(cli):
     assert "weight_norm.png" in plot_help and "Compare" not in plot_help and "Plot" in plot_help
 
 
-def test_13_the_overlay_legend_counts_unfinished_runs(cli, tmp_path, make_run, monkeypatch):
+def test_the_overlay_legend_counts_unfinished_runs(cli, tmp_path, make_run, monkeypatch):
     make_run(tmp_path / "ema-seed0", seed=0, filter="ema", val_acc=[0.0, 0.5, 0.9])
     make_run(tmp_path / "ema-seed1", seed=1, filter="ema", val_acc=[0.0, 0.4, 0.5], steps=150, status="interrupted")
     make_run(tmp_path / "none-seed0", seed=0, val_acc=[0.0, 0.1, 0.2])

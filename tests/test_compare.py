@@ -81,7 +81,7 @@ def test_config_files_are_variants_named_after_them(cli, tmp_path):
 
 def test_same_command_again_continues_the_newest_matching_comparison(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("grokrun.compare.time.strftime", lambda *a: "20260101-000000")  # all in one second
+    monkeypatch.setattr("time.strftime", lambda *a: "20260101-000000")  # all in one second
     first = compare(cli, "--filter", "ema", "--seeds", "0", *TINY)
     assert first.exit_code == 0, first.output
     folders = list((tmp_path / "results").glob("compare-modular-*"))
@@ -174,7 +174,7 @@ def test_reading_runs_imports_neither_torch_nor_a_task(cli, command, tmp_path, m
         make_run(tmp_path / f"none-seed{seed}", seed=seed, val_acc=[0.0, 0.5, 0.6])
     code = (f"import sys\nfrom grokrun.cli import app\ntry:\n    app([{command!r}, {str(tmp_path)!r}])\n"
             "except SystemExit as e:\n    assert e.code == 0, e.code\n"
-            "loaded = [m for m in ('torch', 'torch_geometric', 'grokrun.models', 'grokrun.engine') if m in sys.modules]\n"
+            "loaded = [m for m in ('torch', 'torch_geometric', 'grokrun.models', 'grokrun.engine.run') if m in sys.modules]\n"
             "assert not loaded, loaded\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -1,4 +1,4 @@
-"""--decay-to init: weight decay toward the initial weights, for any optimizer that decays (issue 18, item 3)."""
+"""--decay-to init: weight decay toward the initial weights, for any optimizer that decays."""
 
 import csv
 import os

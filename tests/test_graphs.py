@@ -46,24 +46,31 @@ def test_ma_with_its_position_on_the_device_gives_the_same_numbers(warmup, filte
 
 def test_graph_keys_say_when_a_step_can_be_replayed():
     ema = EMAFilter(0.9, 2.0)
-    assert ema.graph_key(True) is None  # its first step creates the averages
+    assert graphs.graph_key(ema, True) is None  # its first step creates the averages
     feed(ema, [[torch.ones(2)]])
-    assert (ema.graph_key(True), ema.graph_key(False)) == (True, False)
+    assert (graphs.graph_key(ema, True), graphs.graph_key(ema, False)) == (True, False)
     ma = MAFilter(window_size=2, lamb=1.0)
-    assert ma.graph_key(True) is None  # the ring position lives on the host until asked
+    assert graphs.graph_key(ma, True) is None  # the ring position lives on the host until asked
     ma.use_device_position()
     feed(ma, [[torch.ones(2)]])
-    assert ma.graph_key(True) is None  # filling the window
+    assert graphs.graph_key(ma, True) is None  # filling the window
     feed(ma, [[torch.ones(2)]])
-    assert ma.graph_key(True) == (True, False)
+    assert graphs.graph_key(ma, True) == (True, False)
     feed(ma, [[torch.ones(2)]])
-    assert ma.graph_key(True) == (True, True)  # this step closes a lap: the re-sum is in its graph
-    assert GradFilter().graph_key(True) is True
+    assert graphs.graph_key(ma, True) == (True, True)  # this step closes a lap: the re-sum is in its graph
+    assert graphs.graph_key(GradFilter(), True) is True
 
     class Unknown(GradFilter):
         name = "unknown"
 
-    assert Unknown().graph_key(True) is None  # a filter must declare its host decisions to be captured
+    assert graphs.graph_key(Unknown(), True) is None  # a filter must declare its host decisions to be captured
+    assert not graphs.capturable(Unknown()) and graphs.capturable(ma)
+
+    class Declares(Unknown):  # a plugin filter opts in by its own graph_key
+        def graph_key(self, amplify):
+            return amplify
+
+    assert graphs.capturable(Declares()) and graphs.graph_key(Declares(), False) is False
 
 
 class FakeGraphs(graphs.StepGraphs):
@@ -71,6 +78,7 @@ class FakeGraphs(graphs.StepGraphs):
     kernel), a replay runs it with the filter's host state set back afterwards (a replay runs no Python)."""
 
     captures = 0
+    seeds = 1
 
     def new_graph(self):
         return {}
@@ -78,12 +86,12 @@ class FakeGraphs(graphs.StepGraphs):
     def record(self, graph, step_fn):
         FakeGraphs.captures += 1
         graph["fn"] = step_fn
-        return torch.zeros(self.run.models.n, dtype=torch.bool)
+        return torch.zeros(FakeGraphs.seeds, dtype=torch.bool)
 
     def replay(self, graph):
-        host = self.run.grad_filter.host_state()
+        host = graphs.host_state(self.filter)
         bad = graph.graph["fn"]()
-        self.run.grad_filter.load_host_state(host)
+        graphs.load_host_state(self.filter, host)
         graph.bad.copy_(bad)
 
 
@@ -115,7 +123,7 @@ def test_replayed_steps_train_exactly_as_eager_ones(filt, seeds, monkeypatch):
     cfg = resolve(None, {**SMALL, **filt})
     cfgs = [dataclasses.replace(cfg, seed=s) for s in seeds]
     eager, _ = losses_of(cfgs, False, monkeypatch)
-    FakeGraphs.captures = 0
+    FakeGraphs.captures, FakeGraphs.seeds = 0, len(seeds)
     replayed, run = losses_of(cfgs, True, monkeypatch)
     assert all(torch.equal(a, b) for a, b in zip(eager, replayed))
     shapes = {key[0] for key in run.graphs.graphs}

@@ -1,4 +1,4 @@
-"""compare --lr-matched: baselines whose learning rate matches each filter's larger step (issue 18, item 4)."""
+"""compare --lr-matched: baselines whose learning rate matches each filter's larger step."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""⊥Grad (--filter orthograd) and filters applied in order (--filter orthograd,ema) (issue 18, item 1)."""
+"""⊥Grad (--filter orthograd) and filters applied in order (--filter orthograd,ema)."""
 
 import csv
 import math

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from grokrun.plot import _band, describe_filter, describe_task, plot_path
-from grokrun.results import read_run
+from grokrun.runs import read_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -2,6 +2,7 @@
 
 import csv
 import json
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import matplotlib
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from grokrun.errors import UserError
-from grokrun.filters import FILTERS, GradFilter
+from grokrun.filters import GradFilter
 from grokrun.optim import make_optimizer
 
 from fakedata import needs_preprocessed, synthetic_mnist, write_csv, write_qm9
@@ -19,14 +20,14 @@ class SignFilter(GradFilter):
     """g <- g + lamb * sign(g): a filter that exists only in this test, registered at test time."""
 
     name = "sign"
-    defaults = {"lamb": 0.01}
 
-    def __init__(self, lamb: float):
+    @dataclass
+    class Settings:
+        lamb: float = 0.01
+        """Amplification of the slow gradient, >= 0."""
+
+    def __init__(self, lamb: float = 0.01):
         self.lamb = lamb
-
-    @classmethod
-    def from_config(cls, fc):
-        return cls(fc.lamb)
 
     def _filter(self, keys, grads, amplify):
         if amplify:
@@ -66,8 +67,10 @@ FILTER_ARGS = {  # settings that make each filter act within a few steps, and ho
 
 
 @pytest.fixture
-def sign_filter(monkeypatch):
-    monkeypatch.setitem(FILTERS, "sign", SignFilter)
+def sign_filter():
+    from grokrun import plugins
+
+    plugins.register("filter", "sign", SignFilter, source="this test")  # as a plugin's filter registers
 
 
 def last_train_loss(run_dir):

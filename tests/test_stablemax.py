@@ -1,4 +1,4 @@
-"""StableMax, the softmax's precision and softmax collapse (issue 18, item 2)."""
+"""StableMax, the softmax's precision and softmax collapse."""
 
 import csv
 import math
@@ -75,6 +75,6 @@ def test_stablemax_in_float64_on_the_modular_task(cli, tmp_path):
 
 def test_bad_loss_and_dtype(cli, tmp_path):
     result = cli(["train", *TINY, "--loss", "hinge", "--out", tmp_path])
-    assert result.exit_code == 2 and "unknown loss 'hinge'; choose one of: ce, stablemax" in result.stderr
+    assert result.exit_code == 2 and "unknown loss 'hinge' for task modular; choose one of: ce, stablemax" in result.stderr
     result = cli(["train", *TINY, "--softmax-dtype", "float16", "--out", tmp_path])
     assert result.exit_code == 2 and "unknown softmax dtype 'float16'; choose one of: auto, float32, float64" in result.stderr

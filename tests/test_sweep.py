@@ -1,4 +1,4 @@
-"""grokrun sweep: grids of runs through the command line, their table and figures (issue 16)."""
+"""grokrun sweep: grids of runs through the command line, their table and figures."""
 
 import csv
 import json
@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from grokrun import sweep as sw
+from grokrun import sweep_results
 from grokrun.flags import flags
 
 TINY = ["--task", "modular", "--op", "add", "--p", "11", "--width", "16", "--layers", "1", "--heads", "2",
@@ -155,7 +156,7 @@ def test_cells_take_censored_runs_as_bounds():
     table_rows = [row(0.3, 0, None), row(0.3, 1, None), row(0.3, 2, 800),
                   row(0.5, 0, 300), row(0.5, 1, 500), row(0.5, 2, None),
                   row(0.7, 0, 100), row(0.7, 1, 200), row(0.7, 2, None, steps=40, status="diverged")]
-    cells = sw.cells(table_rows, axes, 0.99)
+    cells = sweep_results.cells(table_rows, axes, 0.99)
     assert (cells[(0.3,)].lo, cells[(0.3,)].hi, cells[(0.3,)].reached) == (1000, math.inf, 1)
     assert (cells[(0.5,)].lo, cells[(0.5,)].hi) == (500, 500)  # median of 300, 500 and ≥ 1,000 is known
     assert (cells[(0.5,)].low, cells[(0.5,)].high) == (300, 500)

@@ -5,8 +5,9 @@ import math
 
 import pytest
 
-from grokrun.results import group_variants, read_run
-from grokrun.table import Bound, columns, fmt_speedup, median_bound, ratio, tabulate, write_csv, write_markdown
+from grokrun.runs import group_variants, read_run
+from grokrun.table import Bound, fmt_speedup, median_bound, ratio, tabulate
+from grokrun.table_write import columns, write_csv, write_markdown
 
 INF = math.inf
 

@@ -1,4 +1,5 @@
-"""Task registry: name -> module. A new task is one module beside these (see base.py) and one line here.
+"""Task registry: name -> module. A new task is one module beside these (see base.py) and one line here, or a
+user's plugin file (grokrun.plugins), which registers its module the same way.
 
     from grokrun.tasks import task
     task("modular").PRESETS["ema"]
@@ -11,7 +12,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-TASKS = {
+TASKS: dict[str, str | ModuleType] = {
     "modular": "grokrun.tasks.modular",
     "mnist": "grokrun.tasks.mnist",
     "imdb": "grokrun.tasks.imdb",
@@ -22,4 +23,5 @@ TASKS = {
 
 def task(name: str) -> ModuleType:
     """The module of a registered task."""
-    return importlib.import_module(TASKS[name])
+    entry = TASKS[name]
+    return entry if isinstance(entry, ModuleType) else importlib.import_module(entry)

@@ -38,6 +38,12 @@ def check_at_most(limits: dict[str, tuple[int, int]], why: str = "") -> None:
             raise UserError(f"--{flag} must be <= {limit:,}{why}, got {value:,}")
 
 
+def train_count(frac: float, n: int) -> int:
+    """How many of ``n`` examples a training fraction takes: round(frac * n), at least one and at most n - 1, so
+    both splits have an example (rounded at 6 decimals first, so 0.3 * 10 is 3 and not 2.9999...)."""
+    return max(1, min(n - 1, int(round(frac * n, 6))))
+
+
 def fork_global_generator() -> "torch.Generator":
     """A CPU generator that continues the global one from here, without disturbing it afterwards.
 
@@ -157,7 +163,7 @@ class Task:
 
     def score(self, model, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(summed loss, correct count, collapsed count) over a chunk; the last counts the examples whose float32
-        softmax cross-entropy is exactly 0 (grokrun.losses.collapsed), a zero where ``counts_collapse`` is off."""
+        softmax cross-entropy is exactly 0 (grokrun.losses.Loss.collapsed), a zero where ``counts_collapse`` is off."""
         raise NotImplementedError
 
     def loss(self, idx: Tensor) -> Tensor:
@@ -190,28 +196,32 @@ class Task:
 
 
 class ClassificationTask(Task):
-    """A task whose model gives logits over classes, trained on their cross-entropy under softmax or StableMax
-    (--loss ce|stablemax) in the --softmax-dtype precision: its objective and score, for the tasks that share
-    them (modular, parity). A subclass calls ``use_loss`` when it is built."""
+    """A task whose model gives scores over classes, trained on a registered loss (grokrun.losses: --loss ce,
+    stablemax, mse or a plugin's) in the --softmax-dtype precision: its objective and score, for the tasks that
+    share them (modular, parity, mnist). A subclass calls ``use_loss`` when it is built."""
 
     counts_collapse = True
-    kind = "softmax"
+    loss_fn = None
     loss_dtype: torch.dtype | None = None
 
-    def use_loss(self, loss: str, loss_dtype: torch.dtype | None) -> None:
-        """--loss (ce | stablemax) and the loss's precision (None: the logits' own, at least float32)."""
-        self.kind = "stablemax" if loss == "stablemax" else "softmax"
-        self.loss_dtype = loss_dtype
+    def use_loss(self, name: str, loss_dtype: torch.dtype | None, outputs: int = 1) -> None:
+        """The registered loss ``name`` and its precision (None: the logits' own, at least float32); ``outputs``
+        per example, over which a per-output loss (MSE) averages too."""
+        from grokrun.losses import LOSSES
+
+        self.loss_fn, self.loss_dtype = LOSSES[name], loss_dtype
+        self.counts_collapse = self.loss_fn.counts_collapse
+        self.loss_units = outputs if self.loss_fn.per_output else 1
 
     def objective(self, model, data: tuple[Tensor, Tensor], idx: Tensor) -> Tensor:
-        from grokrun.losses import classification_loss
-
         x, y = data
-        return classification_loss(model(x[idx]), y[idx], self.kind, self.loss_dtype)
+        return self.loss_fn(model(x[idx]), y[idx], self.loss_dtype)
 
     def score(self, model, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        from grokrun.losses import classification_loss, collapsed
+        logits = self.logits(model, x)
+        return (self.loss_fn(logits, y, self.loss_dtype, reduction="sum"), (logits.argmax(-1) == y).sum(),
+                self.loss_fn.collapsed(logits, y))
 
-        logits = model(x)
-        return (classification_loss(logits, y, self.kind, self.loss_dtype, reduction="sum"),
-                (logits.argmax(-1) == y).sum(), collapsed(logits, y, self.kind))
+    def logits(self, model, x: Tensor) -> Tensor:
+        """The model's outputs as the evaluation scores them."""
+        return model(x)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from urllib.error import URLError
 
 from grokrun.errors import UserError
-from grokrun.tasks.base import EpochBatches, Task, at_least_float32, check_at_most, fork_global_generator
+from grokrun.tasks.base import ClassificationTask, EpochBatches, at_least_float32, check_at_most, fork_global_generator
 
 if TYPE_CHECKING:
     import torch
@@ -59,14 +59,12 @@ PRESETS = {
 MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"  # torchvision's first
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "gelu": "GELU", "sigmoid": "Sigmoid"}  # torch.nn class names
-LOSSES = ("mse", "ce", "stablemax")
+LOSSES = ("mse", "ce", "stablemax")  # (grokrun.losses)
 
 
 def validate(cfg: Options) -> None:
     if cfg.activation not in ACTIVATIONS:
         raise UserError(f"unknown activation {cfg.activation!r}; choose one of: {', '.join(ACTIVATIONS)}")
-    if cfg.loss not in LOSSES:
-        raise UserError(f"unknown loss {cfg.loss!r}; choose one of: {', '.join(LOSSES)}")
     for flag, value in (("train-points", cfg.train_points), ("depth", cfg.depth), ("width", cfg.width)):
         if value < 1:
             raise UserError(f"--{flag} must be >= 1, got {value}")
@@ -146,7 +144,7 @@ def build_model(cfg: Options):
     return scale_init(mlp(cfg.depth, cfg.width, ACTIVATIONS[cfg.activation]), cfg.init_scale)
 
 
-class MnistTask(Task):
+class MnistTask(ClassificationTask):
     batchable = True
     eval_chunk = 10_000
 
@@ -163,35 +161,11 @@ class MnistTask(Task):
             return x.reshape(len(x), -1).to(device=device, dtype=dtype) / 255, y.to(device)
 
         self.data = {"train": prepare(train_x[:n], train_y[:n]), "val": prepare(test_x, test_y)}
-        self.mse = cfg.loss == "mse"
-        self.loss_units = 10 if self.mse else 1  # the MSE averages over the 10 outputs too, as torch's MSELoss
-        self.counts_collapse = not self.mse
-        self.kind = "stablemax" if cfg.loss == "stablemax" else "softmax"
-        self.loss_dtype = loss_dtype
+        self.use_loss(cfg.loss, loss_dtype, outputs=10)  # (the MSE averages over the 10 outputs too)
         self.batches = EpochBatches(n, batch_size, device, fork_global_generator())
 
-    def _loss(self, logits: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
-        import torch.nn.functional as F
-
-        from grokrun.losses import classification_loss
-
-        if self.mse:  # on one-hot targets
-            return F.mse_loss(logits, F.one_hot(y, 10).to(logits.dtype), reduction=reduction)
-        return classification_loss(logits, y, self.kind, self.loss_dtype, reduction=reduction)
-
-    def objective(self, model, data: tuple[Tensor, Tensor], idx: Tensor) -> Tensor:
-        x, y = data
-        return self._loss(model(x[idx]), y[idx])
-
-    def score(self, model, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        import torch
-
-        from grokrun.losses import collapsed
-
-        logits = at_least_float32(model(x))
-        correct = (logits.argmax(-1) == y).sum()
-        return (self._loss(logits, y, reduction="sum"), correct,
-                torch.zeros_like(correct) if self.mse else collapsed(logits, y, self.kind))  # (MSE has no softmax)
+    def logits(self, model, x: Tensor) -> Tensor:
+        return at_least_float32(model(x))
 
 
 def build(cfg, device: torch.device, dtype: torch.dtype) -> MnistTask:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from grokrun.errors import UserError
-from grokrun.tasks.base import ClassificationTask, EpochBatches, check_at_most, fork_global_generator
+from grokrun.tasks.base import ClassificationTask, EpochBatches, check_at_most, fork_global_generator, train_count
 
 if TYPE_CHECKING:
     import torch
@@ -58,6 +58,7 @@ class Options:
 
 # The Grokfast modular script's settings are the code's defaults (snapshots aside); the published runs differ
 # from them so.
+LOSSES = ("ce", "stablemax")  # (grokrun.losses)
 DEFAULTS: dict = {"train.snapshots": "log"}  # weights for grokrun analyze
 PRESETS = {
     "none": {"train.max_steps": 100_000},  # the baseline groks at ~40k steps
@@ -143,8 +144,6 @@ def validate(cfg: Options) -> None:
                         "drop --embed-std")
     if cfg.activation not in ACTIVATIONS:
         raise UserError(f"unknown activation {cfg.activation!r}; choose one of: {', '.join(ACTIVATIONS)}")
-    if cfg.loss not in ("ce", "stablemax"):
-        raise UserError(f"unknown loss {cfg.loss!r}; choose one of: ce, stablemax")
     if cfg.block not in BLOCKS:
         raise UserError(f"unknown block {cfg.block!r}; choose one of: {', '.join(BLOCKS)}")
     if cfg.arch == "decoder" and cfg.width % cfg.heads:
@@ -217,7 +216,7 @@ class ModularTask(ClassificationTask):
         self.model = build_model(cfg).to(device=device, dtype=dtype)
         order = torch.randperm(len(x))
         # floor(train_frac * N), as the published N // 2; rounded first so 0.29 * 100 gives 29, not 28
-        n_train = max(1, min(len(x) - 1, int(round(cfg.train_frac * len(x), 6))))
+        n_train = train_count(cfg.train_frac, len(x))
         self.data = {
             "train": (x[order[:n_train]].to(device), y[order[:n_train]].to(device)),
             "val": (x[order[n_train:]].to(device), y[order[n_train:]].to(device)),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from grokrun.errors import UserError
-from grokrun.tasks.base import ClassificationTask, EpochBatches, check_at_most, fork_global_generator
+from grokrun.tasks.base import ClassificationTask, EpochBatches, check_at_most, fork_global_generator, train_count
 
 if TYPE_CHECKING:
     import torch
@@ -42,6 +42,7 @@ class Options:
 
 
 # An MLP on few samples, trained with AdamW and no warmup, evaluated once per epoch.
+LOSSES = ("ce", "stablemax")  # (grokrun.losses)
 DEFAULTS = {"optim.name": "adamw", "optim.weight_decay": 0.01, "optim.warmup_steps": 0, "train.batch_size": 64,
             "train.max_steps": 20_000}
 PRESETS = {"none": {}}
@@ -60,8 +61,6 @@ def validate(cfg: Options) -> None:
                    "width": (cfg.width, 16_384)})
     if not 0.0 < cfg.train_frac < 1.0:
         raise UserError(f"--train-frac must be in (0, 1), got {cfg.train_frac}")
-    if cfg.loss not in ("ce", "stablemax"):
-        raise UserError(f"unknown loss {cfg.loss!r}; choose one of: ce, stablemax")
 
 
 def describe(cfg: Options) -> str:
@@ -95,7 +94,7 @@ class ParityTask(ClassificationTask):
         torch.manual_seed(seed)  # one stream, in order: the initial weights, the examples, each epoch's batch order
         self.model = build_model(cfg).to(device=device, dtype=dtype)
         bits, labels = examples(cfg)
-        n_train = max(1, min(cfg.samples - 1, int(round(cfg.train_frac * cfg.samples, 6))))
+        n_train = train_count(cfg.train_frac, cfg.samples)
         x = bits.to(device=device, dtype=dtype)
         self.data = {"train": (x[:n_train], labels[:n_train].to(device)), "val": (x[n_train:], labels[n_train:].to(device))}
         self.batches = EpochBatches(n_train, batch_size, device, fork_global_generator())

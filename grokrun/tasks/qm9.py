@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from urllib.error import URLError
 
 from grokrun.errors import UserError
-from grokrun.tasks.base import EpochBatches, Task, check_at_most, fork_global_generator
+from grokrun.tasks.base import EpochBatches, Task, check_at_most, fork_global_generator, train_count
 
 if TYPE_CHECKING:
     import torch
@@ -165,7 +165,7 @@ class Qm9Task(Task):
         # As the Grokfast script: the seed draws the split first, then the initial weights.
         torch.manual_seed(seed)
         order = torch.randperm(cfg.size)
-        n_train = max(1, min(cfg.size - 1, int(round(cfg.train_frac * cfg.size, 6))))
+        n_train = train_count(cfg.train_frac, cfg.size)
         self.store = GraphStore(graphs, cfg.target, device, dtype)
         self.split = {"train": order[:n_train], "val": order[n_train:]}
         self.model = build_model(cfg).to(device=device, dtype=dtype)

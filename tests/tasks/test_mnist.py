@@ -99,7 +99,7 @@ def test_log_schedule_by_hand():
 
 @pytest.mark.parametrize("args,message", [
     (["--activation", "swish"], "unknown activation 'swish'; choose one of: relu, tanh, gelu, sigmoid"),
-    (["--loss", "l1"], "unknown loss 'l1'; choose one of: mse, ce, stablemax"),
+    (["--loss", "l1"], "unknown loss 'l1' for task mnist; choose one of: mse, ce, stablemax"),
     (["--init-scale", "0"], "--init-scale must be > 0, got 0.0"),
     (["--train-points", "0"], "--train-points must be >= 1, got 0"),
     (["--filter", "kalman"], "unknown filter 'kalman'; choose one of: none, ema, ma, orthograd, or several in order, comma-separated (orthograd,ema)"),

@@ -1,4 +1,4 @@
-"""Sparse parity: the label is the parity of the first k of n random bits (issue 18, item 5)."""
+"""Sparse parity: the label is the parity of the first k of n random bits."""
 
 import json
 

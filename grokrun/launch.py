@@ -1,0 +1,123 @@
+"""What ``grokrun train`` launches, and what it prints when they end: new runs (one, or one per seed in a
+folder of its own) and the runs to resume at a path (a run directory, or a folder of them).
+
+    runs = new_runs(cfg, seeds="0-15")            # configs, seed<N> each in one folder
+    todo, ended = resumable(Path("results/x"))    # (config, run directory) to continue; those already ended
+    print_headline(console, run_dir, summary)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.markup import escape
+
+from grokrun.config import load_file, parse_seeds, resolve
+from grokrun.errors import UserError
+from grokrun.results import CONFIG, FINAL, SUMMARY, free_name
+from grokrun.runs import find_runs, read_run
+
+
+def plugins_named(argv: list[str]) -> list[str]:
+    """The plugin files a command line names: --plugin FILE (repeatable) and a --config file's plugins list."""
+    found: list[str] = []
+    for i, arg in enumerate(argv):
+        value = argv[i + 1] if arg in ("--plugin", "--config") and i + 1 < len(argv) else None
+        if arg.startswith(("--plugin=", "--config=")):
+            arg, _, value = arg.partition("=")
+        if value is None:
+            continue
+        if arg == "--plugin":
+            found.append(value)
+        elif arg == "--config":
+            try:
+                listed = load_file(value).get("plugins", [])
+            except UserError:
+                continue  # resolve names the problem
+            found.extend(p for p in listed if isinstance(p, str)) if isinstance(listed, list) else None
+    return found
+
+
+def is_run(path: Path) -> bool:
+    """A run directory to resume (its metrics may be missing: resuming says so), rather than a folder of them."""
+    return (path / CONFIG).is_file()
+
+
+def new_runs(cfg, seeds: str | None) -> list:
+    """The config of a new run, or one per seed with ``seeds`` (in one folder: out/<name or
+    task-filter-seedsSPEC>, a run directory seed<N> each)."""
+    from grokrun.engine.progress import format_seeds
+
+    if seeds is None:
+        return [cfg]
+    seed_list = parse_seeds(seeds)
+    folder = free_name(Path(cfg.out), cfg.name or f"{cfg.task}-{cfg.filter.name}-seeds{format_seeds(seed_list)}")
+    return [dataclasses.replace(cfg, seed=s, out=str(folder), name=f"seed{s}") for s in seed_list]
+
+
+def resumable(path: Path) -> tuple[list, list]:
+    """(config, run directory) of each run to resume at ``path`` (a run directory, or a folder of them), and
+    (run directory, summary) of those that have already ended."""
+    if not path.is_dir():
+        raise UserError(f"--resume {path}: no such folder")
+    run_dirs = [path] if is_run(path) else find_runs(path)[0]
+    if not run_dirs:
+        raise UserError(f"{path} is not a run directory (it has no {CONFIG}) and holds none")
+    todo, ended = [], []
+    for run_dir in run_dirs:
+        try:
+            summary = json.loads((run_dir / SUMMARY).read_text())
+        except (OSError, ValueError):
+            summary = {}
+        if summary.get("status") in FINAL:
+            ended.append((run_dir, summary))
+        else:
+            todo.append((resolve(run_dir / CONFIG, {}), run_dir))
+    return todo, ended
+
+
+def nothing_to_resume(path: Path, ended: list) -> str:
+    if len(ended) == 1:
+        run_dir, summary = ended[0]
+        return (f"{run_dir} has already ended ({summary['status'].replace('_', ' ')} after "
+                f"{summary.get('steps', 0):,} steps); nothing to resume")
+    return f"the {len(ended)} runs in {path} have all ended; nothing to resume"
+
+
+def print_headlines(out, results: list[tuple[Path, dict[str, Any]]], folder: Path) -> None:
+    """One line per seed trained at once, then what they cost together and how to continue any interrupted."""
+    from grokrun.table_write import headline
+
+    for run_dir, s in results:
+        run = read_run(run_dir)
+        threshold = run.config.get("train", {}).get("stop_at_acc") or 0.95
+        out.print(escape(f"{run_dir}: {headline(run, threshold)}"))
+    together = max((s.get("trained_with", 1) for _, s in results), default=1)
+    if together > 1:
+        wall = max(s["wall_s"] for _, s in results)
+        out.print(escape(f"{together} seeds trained together: {wall:.1f} s of training for all of them"))
+    if any(s["status"] == "interrupted" for _, s in results):
+        out.print(escape(f"checkpoints written; continue with: grokrun train --resume {folder}"))
+
+
+def print_headline(out, run_dir: Path, s: dict[str, Any]) -> None:
+    """Where the run went, how it ended, and what it found: steps and time to 95% val acc (or the lowest
+    validation loss), ms/step, peak memory and device."""
+    from grokrun.table import count
+    from grokrun.table_write import headline
+
+    run = read_run(run_dir)
+    status = {"completed": "completed", "stopped_at_target": "stopped at target",
+              "interrupted": "[yellow]interrupted[/yellow]", "diverged": "[red]diverged[/red]"}[s["status"]]
+    out.print(f"run: {escape(str(run_dir))} ({status} after {count(s['steps'], 'step')})")
+    if s["status"] == "diverged":
+        out.print(f"[red]diverged at step {s['diverged_at']:,}[/red]: the loss or a gradient became non-finite; "
+                  "try a smaller --lamb or --lr")
+    if s["status"] == "interrupted":
+        out.print(f"checkpoint written at step {s['steps']:,}; continue with: grokrun train --resume "
+                  f"{escape(str(run_dir))}")
+    threshold = run.config.get("train", {}).get("stop_at_acc") or 0.95  # the run's own target, where it has one
+    out.print(escape(headline(run, threshold, status=False, machine=True)))

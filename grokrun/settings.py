@@ -1,0 +1,173 @@
+"""The shared sections of a run's settings, each field's type, default, help (the docstring under it, which
+becomes the flag's --help) and check (the section's ``check``), stated once.
+
+    TrainConfig().check()     # UserError naming the flag and the valid range
+
+A task's section is its module's Options (grokrun.tasks); the filter section adds every filter's own Settings
+to ``FilterBase`` (grokrun.config composes both). Importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from grokrun.engine.schedules import snapshot_steps
+from grokrun.errors import UserError, check_choice, check_range
+from grokrun.filters import FILTERS
+from grokrun.filters import check_name as check_filter
+from grokrun.optim import OPTIMIZERS
+from grokrun.results import CHECKPOINT
+from grokrun.tasks import TASKS
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+# Upper bounds, so a slip of the keyboard is an error and not a run that fills the memory or never ends.
+MAX_STEPS = 10**9  # steps, and counts of steps (warmup, evaluation and checkpoint intervals, filter start)
+MAX_SEED = 2**32 - 1
+MAX_EVAL_POINTS = 10_000
+DTYPES = ("float32", "float64", "bfloat16")
+EVAL_SCHEDULES = ("linear", "log")
+
+
+@dataclass
+class FilterBase:
+    name: str = "none"
+    """Gradient filter (none: the baseline); several apply in order, comma-separated (orthograd,ema)."""
+    start: int = 0
+    """Withhold amplification for the first K steps; the filter state still updates."""
+
+    def check(self) -> None:
+        check_filter(self.name)
+        check_range("filter-start", 0 <= self.start <= MAX_STEPS, f"in [0, {MAX_STEPS:,}]", self.start)
+        for cls in FILTERS.values():  # each filter's Settings checks its own (a setting two share, by both)
+            cls.Settings(**{g.name: getattr(self, g.name) for g in fields(cls.Settings)})
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"
+    """Optimizer (adam couples weight decay as L2, as the Grokfast modular script; adamw decouples it)."""
+    lr: float = 1e-3
+    """Peak learning rate."""
+    beta1: float = 0.9
+    """Adam beta1 (SGD momentum)."""
+    beta2: float = 0.98
+    """Adam beta2."""
+    eps: float = 1e-8
+    """Adam epsilon (Prieto et al. use 1e-25, so that a vanishing gradient still moves the weights)."""
+    weight_decay: float = 0.0
+    """Weight decay."""
+    decay_to: str = "zero"
+    """zero (the usual) | init: weight decay pulls toward the initial weights instead (openai/grok's weight_decay_form), in the optimizer's own form."""
+    warmup_steps: int = 10
+    """Linear learning-rate warmup over the first N updates, as published: update k runs at (k-1)/N of the rate."""
+    clip_grad: float = 0.0
+    """Clip the gradient's total L2 norm to this before the filter sees it (0 = no clipping)."""
+
+    def check(self) -> None:
+        check_choice("optimizer", self.name, OPTIMIZERS)
+        check_range("lr", self.lr > 0, "> 0", self.lr)
+        check_range("beta1", 0.0 <= self.beta1 < 1.0, "in [0, 1)", self.beta1)
+        check_range("beta2", 0.0 <= self.beta2 < 1.0, "in [0, 1)", self.beta2)
+        check_range("eps", 0.0 < self.eps < 1.0, "in (0, 1)", self.eps)
+        check_range("weight-decay", self.weight_decay >= 0, ">= 0", self.weight_decay)
+        check_range("warmup-steps", 0 <= self.warmup_steps <= MAX_STEPS, f"in [0, {MAX_STEPS:,}]", self.warmup_steps)
+        check_range("clip-grad", self.clip_grad >= 0, ">= 0 (0 = no clipping)", self.clip_grad)
+        check_choice("decay target", self.decay_to, ("zero", "init"))
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 512
+    """Training batch size."""
+    max_steps: int = 10_000
+    """Budget of optimization steps, at most 1e9."""
+    eval_every: int = 0
+    """Evaluate every N steps on the full validation set; 0 = once per epoch."""
+    train_eval_every: int = 10
+    """Also score the full training set at every Nth evaluation (and step 0 and the last step); 1 = at every one."""
+    stop_at_acc: float | None = None
+    """Stop once validation accuracy reaches this value (e.g. 0.95)."""
+    eval_schedule: str = "linear"
+    """linear (every --eval-every steps) | log (every step below 30, every 10th below 150, then --eval-points log-spaced steps to the budget)."""
+    eval_points: int = 150
+    """Log schedule: how many log-spaced evaluations from step 150 to the budget (2 to 10,000)."""
+    checkpoint_every: int = 0
+    """Write <run>/checkpoint.pt every N steps (0 = every 10% of the budget), and at the end."""
+    snapshots: str = "off"
+    """Save the model's weights at these steps into <run>/snapshots/ (for grokrun analyze): log (up to 30, log-spaced from step 0, each at the evaluation at or after it) | N (every N steps) | off. The modular task's default is log."""
+    softmax_dtype: str = "auto"
+    """Precision of a classification loss's softmax (or StableMax): auto (the model's, at least float32) | float32 | float64."""
+
+    def check(self) -> None:
+        every = f"in [0, {MAX_STEPS:,}]"
+        check_range("batch-size", 1 <= self.batch_size <= MAX_STEPS, f"in [1, {MAX_STEPS:,}]", self.batch_size)
+        check_range("max-steps", 1 <= self.max_steps <= MAX_STEPS, f"in [1, {MAX_STEPS:,}]", self.max_steps)
+        check_range("eval-every", 0 <= self.eval_every <= MAX_STEPS, every + " (0 = once per epoch)", self.eval_every)
+        check_choice("eval schedule", self.eval_schedule, EVAL_SCHEDULES)
+        check_choice("softmax dtype", self.softmax_dtype, ("auto", "float32", "float64"))
+        check_range("checkpoint-every", 0 <= self.checkpoint_every <= MAX_STEPS,
+                    every + " (0 = every 10% of the budget)", self.checkpoint_every)
+        snapshot_steps(self.snapshots, self.max_steps)  # a bad spec is its one-line error
+        check_range("eval-points", 2 <= self.eval_points <= MAX_EVAL_POINTS, f"in [2, {MAX_EVAL_POINTS:,}]",
+                    self.eval_points)
+        check_range("train-eval-every", 1 <= self.train_eval_every <= MAX_STEPS, f"in [1, {MAX_STEPS:,}]",
+                    self.train_eval_every)
+        if self.stop_at_acc is not None:
+            check_range("stop-at-acc", 0.0 < self.stop_at_acc <= 1.0, "in (0, 1]", self.stop_at_acc)
+
+
+@dataclass
+class ModelConfig:
+    lora_rank: int = 0
+    """Train low-rank adapters (rank R, B initialized to zero) on every linear map of the model, its own weights frozen; 0 = train every weight."""
+    lora_alpha: float | None = None
+    """Scale of the adapters' product: alpha / rank (default alpha = rank, a scale of 1)."""
+    init_from: str = ""
+    """A run directory whose final weights (its checkpoint.pt) the model starts from, instead of its initialization."""
+
+    def check(self) -> None:
+        check_range("lora-rank", 0 <= self.lora_rank <= 4096, "in [0, 4,096] (0 = no adapters)", self.lora_rank)
+        if self.lora_alpha is not None:
+            check_range("lora-alpha", self.lora_alpha > 0, "> 0", self.lora_alpha)
+        if self.init_from and not (Path(self.init_from) / CHECKPOINT).is_file():
+            raise UserError(f"--init-from {self.init_from}: no run directory with a {CHECKPOINT} there")
+
+
+@dataclass
+class RunBase:
+    task: str = "modular"
+    """Task to train."""
+    seed: int = 0
+    """Seed for the split, the initialization and the batch order (0 to 2^32 - 1)."""
+    device: str = "auto"
+    """auto | cpu | cuda | mps."""
+    dtype: str = "float32"
+    """float32 | float64 | bfloat16 (autocast); precision changes grokking, so it is never implicit."""
+    cuda_graph: str = "auto"
+    """auto | on | off: replay the training step as CUDA graphs (CUDA only). auto is off until the graph path has been checked on a GPU."""
+    out: str = "results"
+    """Parent folder of run directories."""
+    name: str = ""
+    """Run directory name (default <task>-<filter>-seed<seed>; a suffix is added if it exists)."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files, in the run directory's tensorboard/ (pip install 'grokrun[tensorboard]')."""
+    plugins: list = field(default_factory=list)
+    """Plugin files (--plugin FILE.py, repeatable) whose tasks, filters, losses and optimizers the run uses."""
+    filter: FilterBase = field(default_factory=FilterBase)  # (replaced by the composed FilterConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    def check(self) -> None:
+        """The shared top-level settings (each section has its own check)."""
+        check_choice("task", self.task, TASKS)
+        check_choice("device", self.device, DEVICES)
+        check_choice("cuda graph", self.cuda_graph, ("auto", "on", "off"))
+        check_choice("dtype", self.dtype, DTYPES)
+        check_range("seed", 0 <= self.seed <= MAX_SEED, f"in [0, {MAX_SEED:,}]", self.seed)
+        if not self.out:
+            raise UserError("--out must name a folder (it is empty)")
+        if self.name and ("/" in self.name or self.name.startswith(".") or "\0" in self.name):
+            raise UserError(f"--name must be a plain folder name, not hidden (no leading '.') and without '/', "
+                            f"got {self.name!r}")
