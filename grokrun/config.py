@@ -145,8 +145,10 @@ def resolve(config_file: str | Path | dict | None, overrides: dict[str, Any]):
     listed = file_values.get("plugins", [])
     if not isinstance(listed, list) or not all(isinstance(p, str) for p in listed):
         raise UserError(f"plugins must be a list of plugin files, got {listed!r}")
-    file_values["plugins"] = plugins.load([*listed, *(p for p in overrides.pop("plugins", []) if p not in listed)])
+    if isinstance(config_file, (str, Path)):
+        listed = file_plugins(config_file, listed)
     overrides = dict(overrides)
+    file_values["plugins"] = plugins.load(list(dict.fromkeys([*listed, *overrides.pop("plugins", [])])))
     name = overrides.get("task", file_values.get("task", RunBase.task))
     filt = overrides.get("filter.name", file_values.get("filter.name", FilterBase.name))
     check_choice("task", name, TASKS)
@@ -179,6 +181,12 @@ def _presets(module, filt: str) -> dict[str, Any]:
     for name in filter_parts(filt):
         merged.update(module.PRESETS.get(name, {}))
     return merged
+
+
+def file_plugins(path: str | Path, listed: list[str]) -> list[str]:
+    """A config file's plugins, each relative path taken from the file's folder (a run directory: itself)."""
+    base = Path(path) if Path(path).is_dir() else Path(path).parent
+    return [p if Path(p).is_absolute() else str(base / p) for p in listed]
 
 
 def load_file(path: str | Path) -> dict[str, Any]:

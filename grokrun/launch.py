@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.markup import escape
 
-from grokrun.config import load_file, parse_seeds, resolve
+from grokrun.config import file_plugins, load_file, parse_seeds, resolve
 from grokrun.errors import UserError
 from grokrun.results import CONFIG, FINAL, SUMMARY, free_name
 from grokrun.runs import find_runs, read_run
@@ -37,7 +37,8 @@ def plugins_named(argv: list[str]) -> list[str]:
                 listed = load_file(value).get("plugins", [])
             except UserError:
                 continue  # resolve names the problem
-            found.extend(p for p in listed if isinstance(p, str)) if isinstance(listed, list) else None
+            if isinstance(listed, list) and all(isinstance(p, str) for p in listed):
+                found.extend(file_plugins(value, listed))
     return found
 
 

@@ -70,6 +70,19 @@ def test_the_plugin_of_the_docs_trains_with_its_task_filter_loss_and_optimizer(c
     assert result.stderr.strip() == "error: unknown loss 'hinge' for task modular; choose one of: ce, stablemax"
 
 
+def test_a_config_file_names_its_plugins_relative_to_itself(cli, plugin, tmp_path, monkeypatch):
+    preset = tmp_path / "majority_heavyball.toml"
+    preset.write_text('plugins = ["my_plugin.py"]\ntask = "majority"\n[filter]\nname = "heavyball"\nhb_gain = 2.0\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # run from another folder: the path is the file's, not the working directory's
+    result = cli(["train", "--config", preset, "--hb-beta", "0.5", "--max-steps", "5", "--quiet", "--out", "r"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((elsewhere / "r" / "majority-heavyball-seed0" / "config.json").read_text())
+    assert config["plugins"] == [str(plugin.resolve())]
+    assert (config["filter"]["hb_gain"], config["filter"]["hb_beta"]) == (2.0, 0.5)
+
+
 def test_help_lists_the_plugin_beside_the_built_ins(cli, plugin):
     result = cli(["train", "--plugin", plugin, "--help"])
     assert result.exit_code == 0

@@ -16,7 +16,7 @@ from grokrun.flags import flags
 TINY = ["--task", "modular", "--op", "add", "--p", "11", "--width", "16", "--layers", "1", "--heads", "2",
         "--batch-size", "32", "--eval-every", "4", "--max-steps", "12", "--quiet"]
 GRID = ["--train-frac", "0.5,0.8", "--filter", "none,ema", "--seeds", "0", "--threshold", "0.3"]
-PRESETS = sorted((Path(__file__).parent.parent / "configs" / "sweeps").glob("*.toml"))
+PRESETS = sorted((Path(__file__).parents[2] / "configs" / "sweeps").glob("*.toml"))
 
 
 def table(folder):

@@ -290,7 +290,7 @@ def test_one_step_is_one_step(cli, tmp_path):
 def test_a_config_file_with_another_filter_takes_that_filters_preset(cli, tmp_path):
     from pathlib import Path
 
-    ema_file = Path(__file__).parent.parent / "configs" / "modular_ema.toml"
+    ema_file = Path(__file__).parents[2] / "configs" / "modular_ema.toml"
     result = cli(["train", "--config", ema_file, "--filter", "ma", "--max-steps", "2", "--out", tmp_path, "--quiet"])
     assert result.exit_code == 0, result.output
     config = json.loads((run_dir_of(result) / "config.json").read_text())
