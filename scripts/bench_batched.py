@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 
 from grokrun.config import resolve
-from grokrun.engine import Run, pick_device
-from grokrun.measure import synchronize
+from grokrun.engine.run import Run
+from grokrun.measure import pick_device, synchronize
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_train import write_random_mnist  # noqa: E402

@@ -15,7 +15,7 @@ from collections import deque
 import torch
 
 from grokrun.config import resolve
-from grokrun.engine import pick_device
+from grokrun.measure import pick_device
 from grokrun.optim import make_optimizer
 from grokrun.filters import EMAFilter, MAFilter
 from grokrun.measure import synchronize

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from grokrun.config import resolve
-from grokrun.engine import pick_device
+from grokrun.measure import pick_device
 from grokrun.optim import make_optimizer
 from grokrun.filters import EMAFilter
 from grokrun.measure import synchronize
