@@ -79,7 +79,8 @@ def _make() -> list[Flag]:
             if task_option:
                 shared.setdefault(name, []).append((section, docs[f.name], f.default))
             elif section == "filter" and filter_owners(f.name):
-                shared[name] = [(n, docs[f.name], FILTERS[n].defaults()[f.name]) for n in filter_owners(f.name)]
+                shared[name] = [(n, field_docs(FILTERS[n].Settings)[f.name], FILTERS[n].defaults()[f.name])
+                                for n in filter_owners(f.name)]
             if task_option and name in seen:  # the same option of another task: one flag serves both
                 continue
             seen[name] = len(out)

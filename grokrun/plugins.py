@@ -196,7 +196,19 @@ def check_task(name: str, module: Any) -> str | None:
         return f"needs NAME to be a plain name (letters, digits, _), got {module.NAME!r}"
     if any(not callable(getattr(module, n)) for n in ("validate", "describe", "build_model", "build")):
         return "needs validate, describe, build_model and build to be functions"
-    return _documented(module.Options, "Options")
+    problem = _documented(module.Options, "Options")
+    if problem:
+        return problem
+    from grokrun.fields import base_type
+    from grokrun.tasks import task
+
+    for f in dataclasses.fields(module.Options):  # an option another task has too is one flag: one type
+        for other in registries()["task"]:
+            same = {g.name: g for g in dataclasses.fields(task(other).Options)}.get(f.name)
+            if other != name and same is not None and base_type(same.type) is not base_type(f.type):
+                return (f"option {f.name!r} is a {base_type(f.type).__name__}, but the {other} task's is a "
+                        f"{base_type(same.type).__name__}; rename it")
+    return None
 
 
 def check_filter(name: str, cls: Any) -> str | None:

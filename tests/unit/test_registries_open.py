@@ -86,3 +86,19 @@ def test_a_filter_may_not_take_the_shared_setting_names():
 def test_an_optimizer_needs_the_builder_signature():
     with pytest.raises(UserError, match="must be a function build\\(optim_settings, params\\)"):
         plugins.register("optimizer", "odd", lambda params: None, source="this test")
+
+
+def test_a_task_option_another_task_has_must_have_its_type(tmp_path):
+    path = tmp_path / "wide.py"
+    path.write_text(
+        "from dataclasses import dataclass\n"
+        "NAME = 'wide'\n"
+        "@dataclass\n"
+        "class Options:\n"
+        "    width: float = 1.5\n"
+        "    \"\"\"A width that is not a whole number.\"\"\"\n"
+        "DEFAULTS, PRESETS = {}, {'none': {}}\n"
+        "def validate(o): pass\ndef describe(o): return 'wide'\ndef build_model(o): pass\n"
+        "def build(cfg, device, dtype): pass\n")
+    with pytest.raises(UserError, match="task wide option 'width' is a float, but the modular task's is a int"):
+        plugins.load([str(path)])
