@@ -32,6 +32,12 @@ class Axis:
     def as_dict(self) -> dict[str, Any]:
         return {"key": self.key, "name": self.name, "values": self.values}
 
+    def text(self, value: Any) -> str:
+        """A value as run directories name it: short (0.001), or in full where two of the axis's values would
+        print alike (0.0012345671 and 0.0012345672), so that every point has a name of its own."""
+        short = [value_text(v) for v in self.values]
+        return repr(value) if len(set(short)) < len(short) and isinstance(value, float) else value_text(value)
+
 
 @dataclass
 class Grid:
@@ -46,7 +52,7 @@ class Grid:
 
     def point_name(self, point: dict[str, Any]) -> str:
         """"op=add_train-frac=0.2_filter=ema": the run directories' stem, and the point's label."""
-        return "_".join(f"{a.name}={value_text(point[a.key])}" for a in self.axes) or "point"
+        return "_".join(f"{a.name}={a.text(point[a.key])}" for a in self.axes) or "point"
 
 
 def value_text(value: Any) -> str:

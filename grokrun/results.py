@@ -209,13 +209,15 @@ def first_at(rows: list[dict[str, Any]], column: str, threshold: float) -> dict[
     return next((r for r in rows if r.get(column) is not None and r[column] >= threshold), None)
 
 
-def metric_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Steps and wall-clock to each accuracy threshold, on validation and on the training set; the grokking delay
-    at each (validation steps minus training steps, and their ratio, where both were reached); best val acc,
-    min val loss and its step. The training set is scored more sparsely (``train_eval_every``), so its
-    crossing, and the delay, are read on that coarser grid."""
-    val = {f"{t:g}": first_at(rows, "val_acc", t) for t in THRESHOLDS}
-    train = {f"{t:g}": first_at(rows, "train_acc", t) for t in THRESHOLDS}
+def metric_summary(rows: list[dict[str, Any]], asked: tuple[float | None, ...] = ()) -> dict[str, Any]:
+    """Steps and wall-clock to each accuracy threshold (THRESHOLDS and those ``asked`` for, such as the run's
+    --stop-at-acc), on validation and on the training set; the grokking delay at each (validation steps minus
+    training steps, and their ratio, where both were reached); best val acc, min val loss and its step. The
+    training set is scored more sparsely (``train_eval_every``), so its crossing, and the delay, are read on
+    that coarser grid."""
+    thresholds = sorted({*THRESHOLDS, *(t for t in asked if t is not None)})
+    val = {f"{t:g}": first_at(rows, "val_acc", t) for t in thresholds}
+    train = {f"{t:g}": first_at(rows, "train_acc", t) for t in thresholds}
     accs = [r["val_acc"] for r in rows if r.get("val_acc") is not None]
     losses = [(r["val_loss"], r["step"]) for r in rows if r.get("val_loss") is not None and math.isfinite(r["val_loss"])]
     best_loss = min(losses, default=(None, None))

@@ -239,10 +239,10 @@ class Run:
                 ended[j] = ("diverged", bad_step)
             elif is_eval and target is not None and val_acc is not None and val_acc >= target:
                 ended[j] = ("stopped_at_target", None)
+            elif step == self.cfg.train.max_steps:  # (a stop asked for during the last step: it is done all the same)
+                ended[j] = ("completed", None)
             elif self.stop.requested:
                 ended[j] = ("interrupted", None)
-            elif step == self.cfg.train.max_steps:
-                ended[j] = ("completed", None)
         return ended
 
     # --- the step ---------------------------------------------------------------------------------------

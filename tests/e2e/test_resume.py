@@ -191,3 +191,26 @@ def test_a_checkpoint_from_before_a_setting_existed_still_resumes(cli, tmp_path)
     (run / "summary.json").unlink()
     result = train(cli, "--resume", run)
     assert result.exit_code == 2 and "was written by a run with optim.lr = 0.5" in result.stderr
+
+
+def test_a_stop_asked_for_during_the_last_step_leaves_the_run_completed(cli, tmp_path, monkeypatch):
+    from grokrun.filters import EMAFilter
+
+    calls = {"n": 0}
+    original = EMAFilter._filter
+
+    def ctrl_c_in_the_last_step(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 30:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, *args)
+
+    monkeypatch.setattr(EMAFilter, "_filter", ctrl_c_in_the_last_step)
+    result = cli(["train", "--task", "modular", "--p", "11", "--filter", "ema", "--max-steps", "30", "--quiet",
+                  "--out", tmp_path, "--name", "last"])
+    assert calls["n"] == 30
+    assert result.exit_code == 0, result.output
+    s = json.loads((tmp_path / "last" / "summary.json").read_text())
+    assert s["status"] == "completed" and s["steps"] == 30
+    again = cli(["train", "--resume", tmp_path / "last"])
+    assert again.exit_code == 0 and "has already ended (completed after 30 steps)" in again.output

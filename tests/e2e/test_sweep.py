@@ -24,6 +24,17 @@ def table(folder):
         return list(csv.DictReader(f))
 
 
+def test_values_that_print_alike_get_run_directories_of_their_own(cli, tmp_path):
+    out = tmp_path / "close"
+    result = cli(["sweep", *TINY, "--max-steps", "2", "--lr", "0.0012345671,0.0012345672,0.002", "--out", out])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
+        "lr=0.0012345671-seed0", "lr=0.0012345672-seed0", "lr=0.002-seed0"]
+    assert len(table(out)) == 3
+    again = cli(["sweep", *TINY, "--max-steps", "2", "--lr", "0.0012345671,0.0012345672,0.002", "--out", out])
+    assert again.exit_code == 0 and "3 already complete and reused" in again.output, again.output
+
+
 def test_a_small_grid_end_to_end_and_again(cli, tmp_path):
     out = tmp_path / "sweep"
     result = cli(["sweep", *TINY, *GRID, "--out", out])

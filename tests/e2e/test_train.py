@@ -53,6 +53,8 @@ def test_small_problem_reaches_full_validation_accuracy(cli, tmp_path):
     assert s["final"]["val_acc"] == 1.0 and s["best_val_acc"] == 1.0
     assert s["steps"] < 3000 and s["steps"] == s["final"]["step"]
     assert s["steps_to_val_acc"]["0.99"] <= s["steps"]
+    assert s["steps_to_val_acc"]["1"] == s["steps"]  # the target asked for is among the summary's thresholds
+    assert s["wall_s_to_val_acc"]["1"] == float(metrics(path, drop=())[-1]["wall_s"])
     last = metrics(path)[-1]
     assert float(last["val_acc"]) == 1.0 and int(last["step"]) == s["steps"]
     # the headline: where the run went, then steps to 95%, ms/step and peak memory
