@@ -110,6 +110,8 @@ def parse_seeds(text: str) -> list[int]:
             if not part:
                 continue
             lo, sep, hi = part.partition("-")
+            if hi.startswith("-") or lo.startswith(("+", " ")) or hi.startswith("+"):
+                raise ValueError(part)  # (int() would read "1--2" as 1 to -2)
             first, last = int(lo), int(hi) if sep else int(lo)
             for seed in (first, last):
                 if not 0 <= seed <= MAX_SEED:
@@ -169,6 +171,8 @@ def resolve(config_file: str | Path | dict | None, overrides: dict[str, Any]):
     for layer in layers:
         for key, value in layer.items():
             _set(cfg, key, value, name)
+    if isinstance(cfg.filter.name, str):  # " ema" and "orthograd, ema" name the filters without their spaces
+        cfg.filter.name = ",".join(filter_parts(cfg.filter.name))
     validate(cfg)
     return cfg
 

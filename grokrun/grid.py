@@ -133,7 +133,7 @@ def read_grid_file(path: Path, flags_by_key: dict[str, Any]) -> Grid:
         axes.append(Axis(key, flag.name, list(dict.fromkeys(parsed))))
     seeds = parse_seeds(str(data.get("seeds", "0")))
     threshold = data.get("threshold", 0.99)
-    if not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
         raise UserError(f"{path}: threshold must be in (0, 1], got {threshold!r}")
     return Grid(fixed, axes, seeds, float(threshold))
 

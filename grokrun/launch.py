@@ -62,6 +62,8 @@ def new_runs(cfg, seeds: str | None) -> list:
 def resumable(path: Path) -> tuple[list, list]:
     """(config, run directory) of each run to resume at ``path`` (a run directory, or a folder of them), and
     (run directory, summary) of those that have already ended."""
+    if path.is_file():
+        raise UserError(f"--resume {path}: a file; give the run directory that holds it, or a folder of runs")
     if not path.is_dir():
         raise UserError(f"--resume {path}: no such folder")
     run_dirs = [path] if is_run(path) else find_runs(path)[0]

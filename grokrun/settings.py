@@ -168,6 +168,7 @@ class RunBase:
         check_range("seed", 0 <= self.seed <= MAX_SEED, f"in [0, {MAX_SEED:,}]", self.seed)
         if not self.out:
             raise UserError("--out must name a folder (it is empty)")
-        if self.name and ("/" in self.name or self.name.startswith(".") or "\0" in self.name):
-            raise UserError(f"--name must be a plain folder name, not hidden (no leading '.') and without '/', "
-                            f"got {self.name!r}")
+        if self.name and ("/" in self.name or self.name.startswith(".") or not self.name.isprintable()
+                          or self.name != self.name.strip()):
+            raise UserError(f"--name must be a plain folder name: printable, not hidden (no leading '.'), without "
+                            f"'/' and without spaces around it, got {self.name!r}")

@@ -218,11 +218,29 @@ def test_an_edited_config_is_refused_not_ignored(cli, tmp_path, monkeypatch):
     (["--weight-decay", "inf"], "--weight-decay must be a finite number, got inf"),
     (["--filter", "ema", "--lamb", "inf"], "--lamb must be a finite number, got inf"),
     (["--lr", "nan"], "--lr must be a finite number, got nan"),
-    (["--name", ".hidden"], "--name must be a plain folder name, not hidden"),
+    (["--name", ".hidden"], "--name must be a plain folder name: printable, not hidden"),
+    (["--name", "two\nlines"], "--name must be a plain folder name: printable"),
+    (["--name", "tab\there"], "--name must be a plain folder name: printable"),
+    (["--name", " "], "--name must be a plain folder name: printable"),
+    (["--seeds", "1--2"], "--seeds must be seeds or ranges such as 0,1,2 or 0-15, got '1--2'"),
 ])
 def test_nonsense_is_refused(cli, tmp_path, args, message):
     one_line_error(train(cli, tmp_path / "runs", *args), message)
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_filter_name_with_spaces_is_the_filter(cli, tmp_path):
+    result = train(cli, tmp_path / "runs", "--filter", " ema", "--max-steps", "2")
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "runs" / "modular-ema-seed0" / "config.json").read_text())
+    assert config["filter"]["name"] == "ema" and config["filter"]["alpha"] == 0.98  # and EMA's preset
+    assert config["optim"]["weight_decay"] == 0.005
+
+
+def test_resume_given_a_file_says_so(cli, tmp_path):
+    a_file = tmp_path / "config.json"
+    a_file.write_text("{}")
+    one_line_error(cli(["train", "--resume", a_file]), f"--resume {a_file}: a file; give the run directory")
 
 
 def test_empty_seeds_and_out_are_refused(cli, tmp_path, monkeypatch):
