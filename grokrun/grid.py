@@ -91,14 +91,18 @@ def _range(item: str, kind: type, flag: str) -> list[Any]:
 
 
 def _convert(text: str, kind: type, flag: str) -> Any:
+    what = {int: "an integer", float: "a finite number", bool: "true or false"}.get(kind, "valid")
     try:
         if kind is bool:
             if text.lower() not in ("true", "false"):
                 raise ValueError
             return text.lower() == "true"
-        return kind(text)
+        value = kind(text)
+        if kind is float and not math.isfinite(value):
+            raise ValueError  # (nan and inf are no setting's value, nor a range's end or step)
+        return value
     except ValueError:
-        raise UserError(f"--{flag}: {text!r} is not {'an integer' if kind is int else 'a number' if kind is float else 'true or false' if kind is bool else 'valid'}") from None
+        raise UserError(f"--{flag}: {text!r} is not {what}") from None
 
 
 def read_grid_file(path: Path, flags_by_key: dict[str, Any]) -> Grid:
@@ -149,9 +153,10 @@ def _key(key: str) -> str:
 def configs(grid: Grid) -> list[tuple[str, str, Any]]:
     """(point name, run directory name, config) of every run, each checked: UserError, naming the point, on the
     first a setting refuses; nothing is trained or written before all are checked."""
+    size = math.prod(len(a.values) for a in grid.axes) * len(grid.seeds)  # (counted before the points are built)
+    if size > MAX_RUNS:
+        raise UserError(f"the grid has {size:,} runs; at most {MAX_RUNS:,}")
     points = grid.points()
-    if len(points) * len(grid.seeds) > MAX_RUNS:
-        raise UserError(f"the grid has {len(points) * len(grid.seeds):,} runs; at most {MAX_RUNS:,}")
     runs = []
     for point in points:
         name = grid.point_name(point)

@@ -94,7 +94,11 @@ def test_seeds_of_a_point_train_together(cli, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--train-frac", "0.8:0.2:0.1"], "--train-frac: the range '0.8:0.2:0.1' is empty"),
     (["--train-frac", "0.5,1.5"], "train-frac=1.5: --train-frac must be in (0, 1), got 1.5"),
-    (["--lr", "1e-3,abc"], "--lr: 'abc' is not a number"),
+    (["--lr", "1e-3,abc"], "--lr: 'abc' is not a finite number"),
+    (["--lr", "0:nan:0.1"], "--lr: 'nan' is not a finite number"),
+    (["--lr", "0:inf:1"], "--lr: 'inf' is not a finite number"),
+    (["--lr", "0.00001:1:0.00001", "--weight-decay", "0.00001:1:0.00001"],
+     "the grid has 10,000,000,000 runs; at most 100,000"),
     (["--train-frac", "0.2:0.6"], "--train-frac: a range is lo:hi:step"),
     (["--train-frac", "0.2:0.6:0"], "--train-frac: a range's step must be > 0"),
     (["--seeds", "2-1"], "--seeds: a range runs upwards"),
