@@ -22,7 +22,7 @@ from rich.markup import escape
 from grokrun.config import RunBase, resolve, to_dict
 from grokrun.errors import UserError
 from grokrun.jobs import Job, plan_runs, run_jobs
-from grokrun.results import CONFIG, check_folder, make_folder, reuse_or_new, write_json_atomic
+from grokrun.results import CONFIG, check_folder, in_use, make_folder, reuse_or_new, write_json_atomic
 from grokrun.runs import group_variants, is_run_dir, load_runs, read_run, variant_settings
 from grokrun.tasks import task
 
@@ -146,15 +146,21 @@ def compare(found: list[Variant], seeds: list[int], jobs: int, out: Path | None,
             quiet: bool, console, err, batch: bool = True) -> bool:
     """Train what the folder lacks, print a line per run as it ends, then the table; write the table and the
     overlay plot into the folder. Returns False if the user interrupted (the same command continues)."""
-    from grokrun.engine import StoppedAtOnce
-    from grokrun.table import count
-    from grokrun.table_write import headline
-
     if jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {jobs}")
     if out is not None:
         check_folder(out)
     folder, continued = output_folder(out, found)
+    with in_use(folder, "comparison"):  # (a second compare into the same folder is refused while this one runs)
+        return _compare_in(folder, continued, found, seeds, jobs, threshold, fmt, quiet, console, err, batch)
+
+
+def _compare_in(folder: Path, continued: bool, found: list[Variant], seeds: list[int], jobs: int, threshold: float,
+                fmt: str, quiet: bool, console, err, batch: bool) -> bool:
+    from grokrun.engine import StoppedAtOnce
+    from grokrun.table import count
+    from grokrun.table_write import headline
+
     planned = plan(folder, found, seeds)
     write_manifest(folder, found, seeds)
     todo = sum(j.action != "reuse" for j in planned)

@@ -145,8 +145,24 @@ def _worker_init(threads: int, stop) -> None:
 
     global _STOP
     _STOP = stop
+    _die_with(os.getppid())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # idle workers ignore Ctrl-C; a training one handles it
     torch.set_num_threads(threads)
+
+
+def _die_with(parent: int) -> None:
+    """A worker ends when the sweep or comparison that started it is gone (kill -9 leaves it no time to say so):
+    otherwise it would train on beside the next command into the same folder. Checked twice a second; what it
+    had written stays consistent (atomic writes), and the next command resumes its runs from their checkpoints."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, daemon=True, name="grokrun-parent-watch").start()
 
 
 def _worker_train(unit: list[tuple]) -> list | None:

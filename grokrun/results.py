@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Callable
 
@@ -85,6 +86,35 @@ def make_folder(path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # no permission, a name too long, a full disk
         raise UserError(f"cannot create {path}: {e.strerror or e}") from None
+
+
+LOCK = ".grokrun.lock"
+
+
+@contextmanager
+def in_use(folder: Path, what: str):
+    """Hold ``folder`` for one command (``what``: "sweep", "comparison") while it runs: another one into the same
+    folder is refused in one line. The lock is the operating system's (flock), so it goes with the process
+    however it ends, kill -9 included; the file stays, naming the last holder."""
+    import fcntl
+
+    make_folder(folder)
+    handle = open(folder / LOCK, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another command"
+        handle.close()
+        raise UserError(f"{folder} is in use by {holder} still running; wait for it to end, or choose "
+                        "another --out") from None
+    handle.truncate(0)
+    handle.write(f"a {what} (process {os.getpid()})")
+    handle.flush()
+    try:
+        yield
+    finally:
+        handle.close()
 
 
 def free_name(out: Path, name: str) -> Path:

@@ -24,7 +24,7 @@ from grokrun.grid import (MAX_RUNS, Axis, Grid, configs, grid_from, parse_values
                           read_grid_file)
 from grokrun.jobs import plan_runs, run_jobs
 from grokrun.results import SWEEP_MANIFEST as MANIFEST
-from grokrun.results import check_folder, make_folder, reuse_or_new, write_json_atomic
+from grokrun.results import check_folder, in_use, make_folder, reuse_or_new, write_json_atomic
 from grokrun.runs import read_run
 from grokrun.sweep_results import REPORT, TABLE, read_manifest, rows, write_outputs  # noqa: F401 (sweep's names)
 
@@ -77,10 +77,8 @@ BACKENDS = ("local", "ray")
 
 def sweep(grid: Grid, backend: Backend, out: Path | None, fmt: str, quiet: bool, console, batch: bool = True) -> bool:
     """Train what the folder lacks, a line per run as it ends; then write sweep.csv, the figures and report.html.
-    Returns False if the user interrupted (the same command continues)."""
-    from grokrun.table import count
-    from grokrun.table_write import headline
-
+    Returns False if the user interrupted (the same command continues). The folder is held while it runs: a
+    second sweep into it is refused, as is a sweep of another grid into a folder that holds one."""
     if backend.name not in BACKENDS:
         raise UserError(f"unknown backend {backend.name!r}; choose one of: {', '.join(BACKENDS)}")
     if backend.jobs < 1:
@@ -92,6 +90,37 @@ def sweep(grid: Grid, backend: Backend, out: Path | None, fmt: str, quiet: bool,
         check_folder(out)
     task = runs[0][2].task
     folder, continued = output_folder(out, grid, task)
+    check_same_grid(folder, grid, task)
+    with in_use(folder, "sweep"):
+        return _train(folder, continued, runs, grid, task, backend, fmt, quiet, console, batch)
+
+
+def check_same_grid(folder: Path, grid: Grid, task: str) -> None:
+    """UserError if ``folder`` holds a sweep of another grid (more seeds of the same grid are welcome)."""
+    stored = read_manifest(folder)
+    if stored is None:
+        return
+    wanted = json.loads(json.dumps(_manifest(grid, task)))
+    if stored.get("task") != task:
+        difference = f"task {stored.get('task')} there, {task} here"
+    elif stored.get("axes") != wanted["axes"]:
+        def axes(m):
+            return "; ".join(f"{a['name']} = {', '.join(map(str, a['values']))}" for a in m.get("axes", [])) or "none"
+        difference = f"swept {axes(stored)} there, {axes(wanted)} here"
+    elif stored.get("fixed", {}) != wanted["fixed"]:
+        there, here = stored.get("fixed", {}), wanted["fixed"]
+        key = next(k for k in sorted({*there, *here}) if there.get(k) != here.get(k))
+        difference = f"{key} = {there.get(key, '(unset)')} there, {here.get(key, '(unset)')} here"
+    else:
+        return
+    raise UserError(f"{folder} holds a sweep of another grid ({difference}); choose another --out")
+
+
+def _train(folder: Path, continued: bool, runs: list, grid: Grid, task: str, backend: Backend, fmt: str,
+           quiet: bool, console, batch: bool) -> bool:
+    from grokrun.table import count
+    from grokrun.table_write import headline
+
     planned = plan_runs(folder, runs, what="sweep")
     write_manifest(folder, grid, task)
     todo = sum(j.action != "reuse" for j in planned)
