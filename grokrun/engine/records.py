@@ -76,6 +76,7 @@ def save_checkpoints(run, step: int, positions: list[int]) -> None:
                 **common, "fingerprint": run.fingerprints[i], "settings": resume.resumable_settings(run.cfgs[i]),
                 "model": run.models.state(j), "optimizer": optimizer, "filter": filter_state,
                 "batches": run.batches[i].state_dict(),
+                "rows": len(run.writers[i].rows),  # metrics rows so far: a resume checks none was lost
             })
 
 

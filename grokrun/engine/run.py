@@ -34,7 +34,7 @@ from grokrun.filters.base import state_to
 from grokrun.measure import StepTimer, pick_device, reset_peak_memory, synchronize
 from grokrun.models import add_lora, load_weights, parameter_counts
 from grokrun.optim import make_optimizer, warmup_factor
-from grokrun.results import CHECKPOINT, METRICS, SUMMARY, RunWriter, new_run_dir
+from grokrun.results import CHECKPOINT, METRICS, SUMMARY, RunWriter, new_run_dir, read_metrics
 from grokrun.stacking import Single, Stacked, stack_filter, stack_optimizer
 from grokrun.tasks import task
 
@@ -134,11 +134,14 @@ class Run:
             where = run_dirs[0] / CHECKPOINT if len(run_dirs) == 1 else f"the {CHECKPOINT} files of {run_dirs[0].parent}"
             raise UserError(f"{where} does not fit this run ({type(e).__name__}: {why}); "
                             "it cannot be resumed") from None
+        for run_dir, s in zip(run_dirs, saved):
+            _check_rows(run_dir, s, self.start_step)
         for run_dir in run_dirs:
             try:
                 self.writers.append(RunWriter.resume(run_dir, upto=self.start_step))
-            except (OSError, ValueError) as e:
-                raise UserError(f"cannot read {run_dir / METRICS} ({e}); the run cannot be resumed") from None
+            except OSError as e:
+                raise UserError(f"cannot rewrite {run_dir / METRICS} ({e.strerror or e}); the run cannot be "
+                                "resumed") from None
         self.run_dirs = list(run_dirs)
         for run_dir in run_dirs:
             (run_dir / SUMMARY).unlink(missing_ok=True)  # running again: no stale status
@@ -289,6 +292,18 @@ class Run:
         self.active = [self.active[j] for j in keep]
         if self.graphs is not None:
             self.graphs.reset(self.compute, self.grad_filter)
+
+
+def _check_rows(run_dir: Path, saved: dict[str, Any], step: int) -> None:
+    """UserError unless metrics.csv still holds every row written up to the checkpoint (nothing is changed)."""
+    try:
+        kept = sum(1 for r in read_metrics(run_dir) if r["step"] <= step)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read {run_dir / METRICS} ({e}); the run cannot be resumed") from None
+    if kept < saved.get("rows", 0):  # (checkpoints written before the count was kept: no check)
+        raise UserError(f"{run_dir / METRICS} has lost rows: {kept} of the {saved['rows']} evaluations up to step "
+                        f"{step:,} are there; resumed, its curve would have a gap (restore the file, or start the "
+                        "run again)")
 
 
 def _board_available() -> None:

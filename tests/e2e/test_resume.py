@@ -214,3 +214,32 @@ def test_a_stop_asked_for_during_the_last_step_leaves_the_run_completed(cli, tmp
     assert s["status"] == "completed" and s["steps"] == 30
     again = cli(["train", "--resume", tmp_path / "last"])
     assert again.exit_code == 0 and "has already ended (completed after 30 steps)" in again.output
+
+
+def test_a_resume_refuses_a_metrics_file_that_lost_rows(cli, tmp_path, monkeypatch):
+    from grokrun.filters import EMAFilter
+
+    calls = {"n": 0}
+    original = EMAFilter._filter
+
+    def ctrl_c_at_step_11(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 11:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, *args)
+
+    monkeypatch.setattr(EMAFilter, "_filter", ctrl_c_at_step_11)
+    result = cli(["train", "--task", "modular", "--p", "11", "--filter", "ema", "--max-steps", "30", "--eval-every",
+                  "1", "--quiet", "--out", tmp_path, "--name", "cut"])
+    assert result.exit_code == 130
+    monkeypatch.setattr(EMAFilter, "_filter", original)
+    metrics = tmp_path / "cut" / "metrics.csv"
+    lines = metrics.read_text().splitlines()
+    assert len(lines) == 1 + 12  # steps 0-11
+    metrics.write_text("\n".join(lines[:5]) + "\n")  # rows of steps 0-3 only
+    resumed = cli(["train", "--resume", tmp_path / "cut"])
+    assert resumed.exit_code == 2
+    assert resumed.stderr.strip() == (f"error: {metrics} has lost rows: 4 of the 12 evaluations up to step 11 are "
+                                      "there; resumed, its curve would have a gap (restore the file, or start the "
+                                      "run again)")
+    assert metrics.read_text().splitlines() == lines[:5]  # nothing changed
