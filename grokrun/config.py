@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from grokrun import losses, plugins
-from grokrun.errors import UserError, check_choice
+from grokrun.errors import UserError, check_choice, shown
 from grokrun.fields import base_type, field_docs, is_optional
 from grokrun.filters import FILTERS
 from grokrun.filters import check_name as check_filter
@@ -205,8 +205,10 @@ def load_file(path: str | Path) -> dict[str, Any]:
             data = json.loads(path.read_text())
         else:
             data = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot parse {path}: {e}") from None
+    except ValueError as e:  # TOML or JSON errors, undecodable bytes, an integer of over 4,300 digits
+        why = ("an integer of over 4,300 digits, which no setting takes" if "integer string conversion" in str(e)
+               else " ".join(str(e).split())[:200])
+        raise UserError(f"cannot parse {path}: {why}") from None
     if not isinstance(data, dict):
         raise UserError(f"cannot parse {path}: expected a table of settings")
     return data
@@ -243,9 +245,10 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
         try:
             value = float(value)
         except OverflowError:
-            raise UserError(f"--{_flag(key)} must be a finite number, got {value}") from None
+            raise UserError(f"--{_flag(key)} must be a finite number, got {shown(value)}") from None
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise UserError(f"setting {key!r} must be {kind.__name__}, got {value!r}")
+        got = shown(value) if isinstance(value, int) else repr(value)
+        raise UserError(f"setting {key!r} must be {kind.__name__}, got {got}")
     if kind is float and not math.isfinite(value):
         raise UserError(f"--{_flag(key)} must be a finite number, got {value}")
     return value

@@ -114,12 +114,18 @@ def read_grid_file(path: Path, flags_by_key: dict[str, Any]) -> Grid:
         raise UserError(f"grid file not found: {path}")
     try:
         data = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot parse {path}: {e}") from None
+    except ValueError as e:  # TOML errors, undecodable bytes, an integer of over 4,300 digits
+        why = ("an integer of over 4,300 digits, which no setting takes" if "integer string conversion" in str(e)
+               else " ".join(str(e).split())[:200])
+        raise UserError(f"cannot parse {path}: {why}") from None
     unknown = set(data) - {"seeds", "threshold", "fixed", "grid"}
     if unknown:
         raise UserError(f"{path}: unknown entry {sorted(unknown)[0]!r}; a grid file has seeds, threshold, [fixed] "
                         "and [grid]")
+    for table in ("fixed", "grid"):
+        if not isinstance(data.get(table, {}), dict):
+            raise UserError(f"{path}: {table} must be a table ([{table}] with one setting a line), "
+                            f"got {data[table]!r}")
     fixed = {_key(k): v for k, v in flatten(data.get("fixed", {})).items()}
     axes = []
     for key, values in flatten(data.get("grid", {})).items():
@@ -127,6 +133,10 @@ def read_grid_file(path: Path, flags_by_key: dict[str, Any]) -> Grid:
         flag = flags_by_key.get(key)
         if flag is None:
             raise UserError(f"{path}: unknown setting {key!r} in [grid]")
+        if not isinstance(values, (str, list)) or (isinstance(values, list) and not all(
+                isinstance(v, (str, int, float, bool)) for v in values)):
+            raise UserError(f"{path}: [grid] {key} must be a list of values or a range string such as "
+                            f"\"0.2:0.6:0.1\", got {values!r}")
         if isinstance(values, list):
             if not values:
                 raise UserError(f"{path}: [grid] {key} is an empty list")

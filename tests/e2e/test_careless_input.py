@@ -229,6 +229,17 @@ def test_nonsense_is_refused(cli, tmp_path, args, message):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_config_holding_a_5000_digit_integer_is_one_line(cli, tmp_path):
+    path = tmp_path / "big.toml"
+    path.write_text("[train]\nmax_steps = " + "9" * 5000 + "\n")
+    one_line_error(cli(["train", "--config", path, "--out", tmp_path / "r"]),
+                   f"cannot parse {path}: an integer of over 4,300 digits, which no setting takes")
+    path.write_text("[train]\nmax_steps = " + "9" * 4000 + "\n")
+    one_line_error(cli(["train", "--config", path, "--out", tmp_path / "r"]),
+                   "--max-steps must be in [1, 1,000,000,000], got an integer of about 4,001 digits")
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_filter_name_with_spaces_is_the_filter(cli, tmp_path):
     result = train(cli, tmp_path / "runs", "--filter", " ema", "--max-steps", "2")
     assert result.exit_code == 0, result.output

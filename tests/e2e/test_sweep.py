@@ -123,6 +123,25 @@ def test_a_grid_file_with_an_unknown_key_is_refused(cli, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("text, message", [
+    ("grid = 5\n", "grid must be a table ([grid] with one setting a line), got 5"),
+    ('fixed = "x"\n', "fixed must be a table ([fixed] with one setting a line), got 'x'"),
+    ('[grid]\n"optim.lr" = [[0.1, 0.2]]\n', '[grid] optim.lr must be a list of values or a range string such as '
+     '"0.2:0.6:0.1", got [[0.1, 0.2]]'),
+    ('[grid]\n"optim.lr" = "0:nan:0.1"\n', "--lr: 'nan' is not a finite number"),
+    ("threshold = true\n", "threshold must be in (0, 1], got True"),
+    ("[fixed]\ntask = " + "9" * 5000 + "\n", "cannot parse GRID: an integer of over 4,300 digits, which no setting takes"),
+])
+def test_a_grid_file_of_the_wrong_shape_is_one_line(cli, tmp_path, text, message):
+    grid = tmp_path / "grid.toml"
+    grid.write_text(text)
+    result = cli(["sweep", grid, "--task", "modular", "--max-steps", "2", "--out", tmp_path / "out"])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message.replace("GRID", str(grid)) in lines[0], result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_flags_replace_a_grid_files_entries(cli, tmp_path):
     grid = tmp_path / "grid.toml"
     grid.write_text('seeds = "0-1"\nthreshold = 0.5\n[fixed]\ntask = "modular"\n"modular.p" = 11\n'
