@@ -179,13 +179,44 @@ def load_run(run_dir: Path):
     if not steps:
         raise UserError(f"{run_dir} has no weight snapshots; train it with --snapshots log (the modular "
                         "default since snapshots exist) and analyze that run")
+    _check_unedited(run_dir, cfg)
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
     torch.manual_seed(cfg.seed)
     t = task("modular").build(cfg, torch.device("cpu"), dtype)
     if cfg.model.lora_rank:
         add_lora(t.model, cfg.model.lora_rank, cfg.model.lora_alpha)
     t.model.eval()
-    return cfg, t, steps
+    return cfg, t, steps, [_snapshot(run_dir, step, t.model) for step in steps]
+
+
+def _check_unedited(run_dir: Path, cfg) -> None:
+    """UserError if config.json no longer says what the run trained with (its checkpoint keeps the settings):
+    the snapshots would be read as another model, or scored on another table."""
+    from grokrun import checkpoint, resume
+    from grokrun.results import CHECKPOINT
+    from grokrun.runs import differences, first_difference
+
+    if not (run_dir / CHECKPOINT).is_file():
+        return  # (a run stopped before its first checkpoint: nothing to hold the config against)
+    trained = checkpoint.load(run_dir).get("settings")
+    diff = {} if trained is None else differences(resume.completed(trained), resume.resumable_settings(cfg))
+    if diff:
+        key, was, now, more = first_difference(diff, prefer=("task", "modular.op", "modular.p"))
+        raise UserError(f"{run_dir / CONFIG} says {key} = {now!r}, but the run trained with {was!r}{more}; analyze "
+                        f"reads a run as it was trained (restore {CONFIG})")
+
+
+def _snapshot(run_dir: Path, step: int, model: torch.nn.Module) -> dict[str, Tensor]:
+    """One snapshot's weights, checked to load into the run's model (UserError naming the file if not)."""
+    path = snapshots.path(run_dir, step)
+    try:
+        state = snapshots.load(run_dir, step)
+        model.load_state_dict(state)
+    except Exception as e:  # a truncated or foreign file, or weights of another shape: unpickling fails many ways
+        why = " ".join(str(e).split())[:120]
+        raise UserError(f"cannot read {path} as this run's weights ({type(e).__name__}: {why}); delete it, or "
+                        "train the run again") from None
+    return state
 
 
 def embedding_of(model: torch.nn.Module, symbols: int) -> Tensor:
@@ -212,7 +243,7 @@ def analyze_run(run_dir: Path, fmt: str = "png", loaded=None) -> Analysis:
     """Every figure and table for one run, written into its directory (``loaded``: what load_run gave for it)."""
     from grokrun.tasks.modular import symbols, table
 
-    cfg, t, steps = loaded or load_run(run_dir)
+    cfg, t, steps, states = loaded or load_run(run_dir)
     op, p = cfg.modular.op, cfg.modular.p
     n = symbols(op, p)
     result = Analysis(Path(run_dir), n, op, steps)
@@ -221,7 +252,6 @@ def analyze_run(run_dir: Path, fmt: str = "png", loaded=None) -> Analysis:
     (x_train, y_train), (x_val, y_val) = t.data["train"], t.data["val"]
     grid = op in SUM_OPS
 
-    states = [snapshots.load(run_dir, s) for s in steps]
     embeddings = []
     for state in states:
         t.model.load_state_dict(state)
@@ -253,7 +283,10 @@ def analyze_run(run_dir: Path, fmt: str = "png", loaded=None) -> Analysis:
             result.progress.append(row)
         result.phases = {name: next((r["step"] for r in result.progress if r[col] >= level), None)
                          for name, col, level in PHASES}
-    _write(result, embeddings, fmt)
+    try:
+        _write(result, embeddings, fmt)
+    except OSError as e:
+        raise UserError(f"cannot write the figures into {run_dir}: {e.strerror or e}") from None
     return result
 
 
@@ -294,16 +327,26 @@ def _write(result: Analysis, embeddings: list[Tensor], fmt: str) -> None:
     result.files.append(plot.progress_measures(result.progress, result.phases, run_dir / f"progress.{fmt}"))
 
 
-def analyze_paths(paths: list[Path], fmt: str = "png") -> list[Analysis]:
-    """Every run at or under ``paths``; a folder without a run, a run of another task or without snapshots is
-    a UserError naming it (checked for every run before anything is written)."""
-    runs: list[Path] = []
-    for path in paths:
-        if not Path(path).exists():
+def analyze_paths(paths: list[Path], fmt: str = "png", warn=None) -> list[Analysis]:
+    """Every run at or under ``paths``, each checked before anything is written. A path that is no run or folder
+    of runs, or a run named itself that cannot be analyzed (another task, no snapshots, an edited config, a
+    damaged snapshot), is a UserError naming it; such a run found in a folder is skipped, told to ``warn``."""
+    loaded = {}
+    for path in map(Path, paths):
+        if path.is_file():
+            raise UserError(f"{path} is a file; give a run directory, or a folder of them")
+        if not path.exists():
             raise UserError(f"no such run directory or folder: {path}")
-        found, _ = find_runs(Path(path))
+        found, _ = find_runs(path)
         if not found:
             raise UserError(f"{path} holds no run directories")
-        runs += found
-    loaded = {run: load_run(run) for run in runs}  # every run readable before any figure is written
+        for run in found:
+            try:
+                loaded[run] = load_run(run)  # every run readable before any figure is written
+            except UserError as e:
+                if run == path or warn is None:  # (named itself: its problem is the answer)
+                    raise
+                warn(f"skipping {run}: {e}")  # (one of a folder's: the others are still analyzed)
+    if not loaded:
+        raise UserError(f"no run in {', '.join(map(str, paths))} can be analyzed (see the warnings above)")
     return [analyze_run(run, fmt, state) for run, state in loaded.items()]

@@ -323,7 +323,7 @@ def analyze(
     from grokrun.analyze import analyze_paths
 
     try:
-        results = analyze_paths(paths, fmt)
+        results = analyze_paths(paths, fmt, warn=warn)
     except UserError as e:
         fail(str(e))
     for result in results:

@@ -27,7 +27,7 @@ def check_belongs(saved: dict[str, Any], cfg, fingerprint: str, run_dir: Path) -
     """UserError unless the checkpoint ``saved`` was written with the settings the run's config.json holds (a
     checkpoint from another run, or a config edited since, is refused) and on the same data."""
     if "settings" in saved:  # (checkpoints written before settings were stored have only the data's)
-        diff = differences(_completed(saved["settings"]), resumable_settings(cfg))
+        diff = differences(completed(saved["settings"]), resumable_settings(cfg))
         if diff:  # name the most telling difference: the task or the filter before their settings
             key, was, now, more = first_difference(diff, prefer=("task", "filter.name", "optim.name"))
             raise UserError(f"{run_dir / CHECKPOINT} was written by a run with {key} = {was!r}, but {CONFIG} "
@@ -38,7 +38,7 @@ def check_belongs(saved: dict[str, Any], cfg, fingerprint: str, run_dir: Path) -
                         "it cannot be resumed")
 
 
-def _completed(settings: dict[str, Any]) -> dict[str, Any]:
+def completed(settings: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint's settings with those added to grokrun since it was written at their defaults, as its
     config.json is read (resolve completes a saved config), so that an older checkpoint still resumes."""
     try:

@@ -130,7 +130,7 @@ def test_a_run_that_groks_has_a_few_key_frequencies_after_and_none_at_step_0(cli
     assert sum(bool(measured[int(r["step"])]["train_acc"]) for r in rows) >= 2
     # at step 0 the embedding has no structure: no key frequency of its own, and the final keys carry about their
     # uniform share
-    cfg, task, _ = an.load_run(run)
+    cfg, task, _, _ = an.load_run(run)
     task.model.load_state_dict(snapshots.load(run, 0))
     assert an.key_frequencies(an.frequency_norms(an.embedding_of(task.model, 23))) == []
     assert first["fourier_sparsity"] < 2.0 * len(fourier["key_frequencies"]) / 11
@@ -183,3 +183,44 @@ def test_a_resumed_run_rewrites_the_snapshots_after_its_checkpoint(cli, tmp_path
     for step in (25, 35, 40):
         a, b = snapshots.load(full, step), snapshots.load(crashed, step)
         assert all(torch.equal(a[k], b[k]) for k in a), step
+
+
+def test_analyze_refuses_a_file_an_edited_config_a_damaged_snapshot_and_a_read_only_run(cli, tmp_path, monkeypatch):
+    result = cli(["train", *GROKS, "--max-steps", "4", "--snapshots", "2", "--out", tmp_path, "--name", "r"])
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "r"
+
+    def one_line(result, text):
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1 and text in lines[0], result.stderr
+
+    one_line(cli(["analyze", run / "config.json"]), f"{run / 'config.json'} is a file; give a run directory")
+    config = json.loads((run / "config.json").read_text())
+    edited = json.loads(json.dumps(config))
+    edited["modular"]["op"] = "sub"  # same shapes, another table: the numbers would be quietly wrong
+    (run / "config.json").write_text(json.dumps(edited))
+    one_line(cli(["analyze", run]), f"{run / 'config.json'} says modular.op = 'sub', but the run trained with 'add'")
+    edited["modular"]["op"], edited["modular"]["width"] = "add", 2 * config["modular"]["width"]
+    (run / "config.json").write_text(json.dumps(edited))
+    one_line(cli(["analyze", run]), "says modular.width = ")
+    (run / "config.json").write_text(json.dumps(config))
+    good = snapshots.path(run, 2).read_bytes()
+    snapshots.path(run, 2).write_bytes(good[: len(good) // 2])  # cut short
+    one_line(cli(["analyze", run]), f"cannot read {snapshots.path(run, 2)} as this run's weights")
+    snapshots.path(run, 2).write_bytes(good)
+
+    def read_only(path, *args, **kwargs):  # (as a read-only folder answers; root may write anywhere, so pretend)
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(an, "write_json_atomic", read_only)
+    one_line(cli(["analyze", run]), f"cannot write the figures into {run}: Permission denied")
+
+
+def test_a_folder_of_mixed_runs_analyzes_those_it_can(cli, tmp_path, make_run):
+    result = cli(["train", *GROKS, "--max-steps", "4", "--snapshots", "2", "--out", tmp_path, "--name", "r"])
+    assert result.exit_code == 0, result.output
+    make_run(tmp_path / "mnist-run", task="mnist", val_acc=[0.1, 0.5])
+    mixed = cli(["analyze", tmp_path])
+    assert mixed.exit_code == 0, mixed.output
+    assert f"warning: skipping {tmp_path / 'mnist-run'}: " in mixed.stderr
+    assert (tmp_path / "r" / "fourier.json").is_file()
