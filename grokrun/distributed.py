@@ -66,30 +66,60 @@ def _train_unit(runs: list[tuple[dict, str]], threads: int) -> list[tuple[str, d
     return done + [(str(p), s) for p, s in results]
 
 
+def connect(address: str | None, cpus: float, gpus: float) -> None:
+    """Start a local Ray instance, or join the cluster at ``address``, and check it can give each task ``cpus``
+    CPUs and ``gpus`` GPUs: UserError in one line, within seconds, before the sweep writes anything."""
+    if cpus <= 0 or gpus < 0:
+        raise UserError(f"--cpus-per-run must be > 0 and --gpus-per-run >= 0, got {cpus:g} and {gpus:g}")
+    if address not in (None, "auto"):
+        _reachable(address)
+    ray = _ray()
+    try:
+        # "local": a Ray instance of the sweep's own, even where a cluster record of an earlier (dead) one remains
+        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
+                 configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise UserError(f"cannot reach a Ray cluster at {address}: {' '.join(str(e).split())[:160]} "
+                        "(start one with `ray start --head`, or leave out --address for a local one)") from None
+    have = ray.cluster_resources()
+    for name, asked in (("CPU", cpus), ("GPU", gpus)):
+        if asked > have.get(name, 0):
+            where = "this machine" if address is None else f"the Ray cluster at {address}"
+            raise UserError(f"--{name.lower()}s-per-run {asked:g}: {where} has {have.get(name, 0):g} {name}s in all, "
+                            f"so no task could start; ask for at most that")
+
+
+def _reachable(address: str) -> None:
+    """UserError unless something listens at HOST:PORT (Ray would otherwise retry for minutes)."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--address must be HOST:PORT (the head's `ray start --head --port`) or auto, got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as e:
+        raise UserError(f"no Ray cluster answers at {address} ({e.strerror or e}); start its head with "
+                        f"`ray start --head --port {port}`, or leave out --address for a local one") from None
+
+
 def run_on_ray(jobs: list, address: str | None, cpus: float, gpus: float, batch: bool, console,
                report: Callable[[Any, dict], None]) -> bool:
-    """Train every job not reused as Ray tasks, reporting each run as its task ends. Returns False if the user
-    interrupted (running tasks are cancelled; the same command resumes them from their checkpoints)."""
+    """Train every job not reused as Ray tasks (on the Ray ``connect`` joined), reporting each run as its task
+    ends. Returns False if the user interrupted (running tasks are cancelled; the same command resumes them
+    from their checkpoints)."""
     from rich.markup import escape
 
     from grokrun.config import to_dict
     from grokrun.engine import group_runs
 
     ray = _ray()
-    if cpus <= 0 or gpus < 0:
-        raise UserError(f"--cpus-per-run must be > 0 and --gpus-per-run >= 0, got {cpus:g} and {gpus:g}")
     todo = [j for j in jobs if j.action != "reuse"]
     if not todo:
         return True
     by_path = {j.path: j for j in todo}
     # grouped as new runs: a worker decides, when it starts, what to resume (a retry finds checkpoints)
     units = group_runs([(j.config, None) for j in todo], batch, note=lambda text: console.print(escape(text)))
-    try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
-                 configure_logging=False)
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        raise UserError(f"cannot reach a Ray cluster at {address}: {' '.join(str(e).split())[:160]} "
-                        "(start one with `ray start --head`, or leave out --address for a local one)") from None
     where = "a local Ray instance" if address is None else f"the Ray cluster at {address}"
     console.print(escape(f"{len(units)} Ray task{'s' * (len(units) != 1)} on {where}: {cpus:g} CPU"
                          f"{f' and {gpus:g} GPU' if gpus else ''} each"))

@@ -91,6 +91,10 @@ def sweep(grid: Grid, backend: Backend, out: Path | None, fmt: str, quiet: bool,
     task = runs[0][2].task
     folder, continued = output_folder(out, grid, task)
     check_same_grid(folder, grid, task)
+    if backend.name == "ray":  # (its errors come before anything is written)
+        from grokrun.distributed import connect
+
+        connect(backend.address, backend.cpus, backend.gpus)
     with in_use(folder, "sweep"):
         return _train(folder, continued, runs, grid, task, backend, fmt, quiet, console, batch)
 

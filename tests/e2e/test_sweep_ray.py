@@ -80,3 +80,21 @@ def test_a_killed_worker_loses_no_run(cli, tmp_path):
     assert whole.exit_code == 0, whole.output
     assert table(out) == table(tmp_path / "local")
     assert table(out)["point-seed0"]["status"] == "completed"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--address", "127.0.0.1:1"], "no Ray cluster answers at 127.0.0.1:1"),
+    (["--address", "nonsense"], "--address must be HOST:PORT"),
+    (["--gpus-per-run", "1"], "--gpus-per-run 1: this machine has 0 GPUs in all, so no task could start"),
+    (["--cpus-per-run", "0"], "--cpus-per-run must be > 0"),
+])
+def test_a_ray_that_cannot_run_the_sweep_is_one_line_within_seconds_and_writes_nothing(cli, tmp_path, args, message):
+    if args[0] == "--gpus-per-run" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    out = tmp_path / "ray"
+    started = time.perf_counter()
+    result = cli(["sweep", *TINY, "--lr", "0.001,0.002", "--max-steps", "4", "--backend", "ray", *args, "--out", out])
+    assert time.perf_counter() - started < 30
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and message in lines[0], result.stderr
+    assert not out.exists()
