@@ -276,6 +276,9 @@ def validate(cfg) -> None:
     options = getattr(cfg, cfg.task)
     if hasattr(options, "loss"):
         losses.check(cfg.task, task(cfg.task), options.loss)
+    elif cfg.train.softmax_dtype != "auto":
+        raise UserError(f"--softmax-dtype sets the precision of a classification loss; the {cfg.task} task trains "
+                        "on none (leave it at auto)")
     task(cfg.task).validate(options)
 
 

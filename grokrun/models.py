@@ -56,6 +56,13 @@ def add_lora(model: nn.Module, rank: int, alpha: float | None = None) -> nn.Modu
     """Every weight of ``model`` frozen, and a rank-``rank`` adapter (scale alpha / rank) on each of its linear maps:
     each nn.Linear, and the decoder's in-projection. Only the adapters then train (and decay, and are filtered)."""
     scale = (alpha if alpha is not None else rank) / rank
+    widest = max((min(m.in_features, m.out_features) for m in model.modules() if isinstance(m, nn.Linear)),
+                 default=None)
+    if widest is not None and rank > widest:  # (adapters of more rank than any map has train more than the model)
+        from grokrun.errors import UserError
+
+        raise UserError(f"--lora-rank must be at most {widest} for this model (the largest rank of its linear "
+                        f"maps), got {rank}")
     for p in model.parameters():
         p.requires_grad_(False)
     for module in list(model.modules()):
@@ -313,7 +320,10 @@ def load_weights(model: nn.Module, run_dir: str) -> None:
     from grokrun import checkpoint
     from grokrun.errors import UserError
 
-    weights = checkpoint.load(Path(run_dir))["model"]
+    try:
+        weights = checkpoint.load(Path(run_dir))["model"]
+    except UserError as e:  # (its own advice is for resuming that run; here it is only read)
+        raise UserError(f"--init-from {run_dir}: {str(e).split('; ')[0]}; start from another run") from None
     own = model.state_dict()
     for key in sorted(own.keys() | weights.keys()):
         here, there = own.get(key), weights.get(key)

@@ -155,7 +155,10 @@ class MnistTask(ClassificationTask):
         train_x, train_y, test_x, test_y = load(cfg.data_dir, cfg.download)
         torch.manual_seed(seed)
         self.model = build_model(cfg).to(device=device, dtype=dtype)
-        n = min(cfg.train_points, len(train_x))
+        if cfg.train_points > len(train_x):
+            raise UserError(f"--train-points {cfg.train_points:,}: the training images in {cfg.data_dir} are "
+                            f"{len(train_x):,}; ask for at most that many")
+        n = cfg.train_points
 
         def prepare(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
             return x.reshape(len(x), -1).to(device=device, dtype=dtype) / 255, y.to(device)

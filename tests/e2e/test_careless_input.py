@@ -240,6 +240,19 @@ def test_a_config_holding_a_5000_digit_integer_is_one_line(cli, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_settings_that_cannot_apply_are_refused_before_anything_is_written(cli, tmp_path):
+    one_line_error(train(cli, tmp_path / "runs", "--width", "16", "--lora-rank", "200", "--max-steps", "2"),
+                   "--lora-rank must be at most 16 for this model (the largest rank of its linear maps), got 200")
+    one_line_error(cli(["train", "--task", "qm9", "--softmax-dtype", "float64", "--out", tmp_path / "runs"]),
+                   "--softmax-dtype sets the precision of a classification loss; the qm9 task trains on none")
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    one_line_error(train(cli, tmp_path / "runs", "--init-from", damaged, "--max-steps", "2"),
+                   f"--init-from {damaged}: cannot read {damaged / 'checkpoint.pt'}", "; start from another run")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_filter_name_with_spaces_is_the_filter(cli, tmp_path):
     result = train(cli, tmp_path / "runs", "--filter", " ema", "--max-steps", "2")
     assert result.exit_code == 0, result.output

@@ -158,3 +158,12 @@ def test_gzipped_and_plain_idx_files_read_the_same(cli, tmp_path):
     (raw / f"{FILES[0]}.gz").write_bytes(gzip.compress((b"\x00\x00\x08\x03" + bytes(20)))[:-8])  # truncated
     result = train(cli, tmp_path, "--data-dir", str(data), "--no-download")
     assert result.exit_code == 2 and f"cannot read the MNIST files in {raw}" in result.stderr
+
+
+def test_more_training_points_than_the_data_holds_is_one_line(cli, tmp_path):
+    data = synthetic_mnist(tmp_path / "data", n_train=100, n_test=50)
+    result = train(cli, tmp_path, "--data-dir", data, "--no-download", "--train-points", "1000", "--max-steps", "2")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (f"error: --train-points 1,000: the training images in {data} are 100; ask for "
+                                     "at most that many")
+    assert not (tmp_path / "runs").exists()
