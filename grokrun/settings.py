@@ -146,6 +146,8 @@ class RunBase:
     """float32 | float64 | bfloat16 (autocast); precision changes grokking, so it is never implicit."""
     cuda_graph: str = "auto"
     """auto | on | off: replay the training step as CUDA graphs (CUDA only). auto is off until the graph path has been checked on a GPU."""
+    threads: int = 0
+    """CPU threads for the run's math. float32 results differ in their last digits between thread counts, so set it (1 suits sweeps) for numbers that are the same whichever launcher runs the run (train, --jobs N, Ray); 0 = the launcher's share: all cores for train, cores / N for --jobs N, --cpus-per-run on Ray."""
     out: str = "results"
     """Parent folder of run directories."""
     name: str = ""
@@ -166,6 +168,7 @@ class RunBase:
         check_choice("cuda graph", self.cuda_graph, ("auto", "on", "off"))
         check_choice("dtype", self.dtype, DTYPES)
         check_range("seed", 0 <= self.seed <= MAX_SEED, f"in [0, {MAX_SEED:,}]", self.seed)
+        check_range("threads", 0 <= self.threads <= 1024, "in [0, 1,024] (0 = the launcher's share)", self.threads)
         if not self.out:
             raise UserError("--out must name a folder (it is empty)")
         if self.name and ("/" in self.name or self.name.startswith(".") or not self.name.isprintable()

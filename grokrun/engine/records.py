@@ -106,7 +106,7 @@ def finish(run, i: int, status: str, step: int, diverged_at: int | None) -> dict
         "parameters": run.parameters,
         "final": {k: rows[-1].get(k) for k in ("step", "train_loss", "train_acc", "val_loss", "val_acc")},
         "title": {"task": task(cfg.task).describe(getattr(cfg, cfg.task)), "variant": describe_variant(to_dict(cfg))},
-        "device": device_name(run.device), "dtype": cfg.dtype,
+        "device": device_name(run.device), "dtype": cfg.dtype, "threads": torch.get_num_threads(),
         "versions": {"grokrun": grokrun.__version__, "torch": torch.__version__, "python": platform.python_version()},
     }
     if len(run.cfgs) > 1:  # time and memory were the stack's, shared by these seeds

@@ -36,15 +36,23 @@ def train_seeds(cfgs: list, quiet: bool = False, console: Console | None = None,
     With ``resume`` (a run directory per config), continue them from their checkpoints, which must all be at
     the same step (as a batched run leaves them when interrupted).
     """
+    import torch
+
     from grokrun.engine.run import Run
 
     saved = None if resume is None else [checkpoint.load(d) for d in resume]  # may raise UserError: no writes yet
-    run = Run(cfgs)  # may raise UserError (no data, no device): still nothing written
-    if saved is None:
-        run.start()
-    else:
-        run.restore(saved, [Path(d) for d in resume])
-    run.loop(quiet, console)
+    launcher_threads = torch.get_num_threads()
+    if cfgs[0].threads:  # the run's own thread count, whoever launched it (the launcher's back afterwards)
+        torch.set_num_threads(cfgs[0].threads)
+    try:
+        run = Run(cfgs)  # may raise UserError (no data, no device): still nothing written
+        if saved is None:
+            run.start()
+        else:
+            run.restore(saved, [Path(d) for d in resume])
+        run.loop(quiet, console)
+    finally:
+        torch.set_num_threads(launcher_threads)
     return [(run.run_dirs[i], run.summaries[i]) for i in range(len(cfgs))]
 
 

@@ -41,6 +41,33 @@ def test_ray_gives_the_sweep_table_of_the_local_backend(cli, tmp_path):
     assert len(table(tmp_path / "ray")) == 8
 
 
+def test_with_threads_set_every_launcher_gives_the_same_sweep_table(cli, tmp_path):
+    """--threads is the run's own: each launcher (this process at 2 threads, --jobs 2 workers, Ray tasks) runs it
+    with that many, records it, and gives the same table (time columns aside). (On these small models 1 and 2
+    threads happened to give equal float32 numbers here; large reductions do not: the setting is what makes
+    the equality hold in general.)"""
+    import json
+
+    grid = [*TINY, "--max-steps", "40", "--lr", "0.001,0.003", "--seeds", "0,1", "--threshold", "0.1"]
+    torch.set_num_threads(2)
+    try:
+        local = cli(["sweep", *grid, "--threads", "1", "--out", tmp_path / "local"])
+        default = cli(["sweep", *grid, "--out", tmp_path / "default"])
+        assert torch.get_num_threads() == 2  # (given back after the runs)
+    finally:
+        torch.set_num_threads(1)
+    jobs = cli(["sweep", *grid, "--threads", "1", "--jobs", "2", "--out", tmp_path / "jobs"])
+    remote = cli(["sweep", *grid, "--threads", "1", "--backend", "ray", "--out", tmp_path / "ray"])
+    assert local.exit_code == default.exit_code == jobs.exit_code == remote.exit_code == 0
+    assert table(tmp_path / "local") == table(tmp_path / "jobs") == table(tmp_path / "ray")
+
+    def threads(folder):
+        return {json.loads((folder / run / "summary.json").read_text())["threads"] for run in table(folder)}
+
+    assert threads(tmp_path / "local") == threads(tmp_path / "jobs") == threads(tmp_path / "ray") == {1}
+    assert threads(tmp_path / "default") == {2}  # without it: the launcher's share
+
+
 def _worker_pids():
     """Processes of Ray workers running a grokrun task (Ray names them after the task's function)."""
     pids = []
