@@ -38,8 +38,9 @@ __all__ = ["FILTERS", "STATE_KEY", "Attached", "Chain", "EMAFilter", "GradFilter
 
 
 def parts(name: str) -> list[str]:
-    """The filters a --filter value names, in order: "orthograd,ema" -> ["orthograd", "ema"]."""
-    return [p.strip() for p in name.split(",")]
+    """The filters a --filter value names, in order: "orthograd,ema" (or "orthograd+ema", the form a sweep's
+    comma list can hold) -> ["orthograd", "ema"]."""
+    return [p.strip() for p in name.replace("+", ",").split(",")]
 
 
 def check_name(name: Any) -> None:
@@ -51,7 +52,7 @@ def check_name(name: Any) -> None:
     if unknown is not None or (len(names) > 1 and "none" in names) or len(set(names)) < len(names):
         what = f"unknown filter {unknown!r}" if unknown is not None else f"the filters {name!r} cannot be combined"
         raise UserError(f"{what}; choose one of: {', '.join(FILTERS)}, or several in order, comma-separated "
-                        "(orthograd,ema)")
+                        "(orthograd,ema; in a sweep's list, orthograd+ema)")
 
 
 def defaults_of(name: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from grokrun.tasks import TASKS
 
 BAD = [
     (["--task", "chess"], "unknown task 'chess'; choose one of: modular"),
-    (["--filter", "kalman"], "unknown filter 'kalman'; choose one of: none, ema, ma, orthograd, or several in order, comma-separated (orthograd,ema)"),
+    (["--filter", "kalman"], "unknown filter 'kalman'; choose one of: none, ema, ma, orthograd, or several in order, comma-separated (orthograd,ema; in a sweep's list, orthograd+ema)"),
     (["--op", "pow"], "unknown op 'pow'; choose one of: add, sub, mul, div"),
     (["--optimizer", "lion"], "unknown optimizer 'lion'; choose one of: adam, adamw, sgd"),
     (["--filter", "ema", "--alpha", "1.0"], "--alpha must be in [0, 1), got 1.0"),

@@ -130,7 +130,7 @@ def test_tabulating_existing_run_directories(cli, tmp_path, make_run):
 BAD = [
     (["--seeds", "a,b"], "--seeds must be seeds or ranges such as 0,1,2 or 0-15, got 'a,b'"),
     (["--jobs", "0"], "--jobs must be >= 1, got 0"),
-    (["--filter", "kalman"], "unknown filter 'kalman'; choose one of: none, ema, ma, orthograd, or several in order, comma-separated (orthograd,ema)"),
+    (["--filter", "kalman"], "unknown filter 'kalman'; choose one of: none, ema, ma, orthograd, or several in order, comma-separated (orthograd,ema; in a sweep's list, orthograd+ema)"),
     (["--task", "chess"], "unknown task 'chess'; choose one of: modular"),
     (["--p", "1"], "--p must be >= 2, got 1"),
     (["--threshold", "1.5"], "--threshold must be in (0, 1], got 1.5"),

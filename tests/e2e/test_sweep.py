@@ -35,6 +35,15 @@ def test_values_that_print_alike_get_run_directories_of_their_own(cli, tmp_path)
     assert again.exit_code == 0 and "3 already complete and reused" in again.output, again.output
 
 
+def test_a_chain_of_filters_is_one_point_of_a_sweep(cli, tmp_path):
+    out = tmp_path / "chain"
+    result = cli(["sweep", *TINY, "--max-steps", "2", "--filter", "none,orthograd+ema", "--out", out])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["filter=none-seed0", "filter=orthograd+ema-seed0"]
+    config = json.loads((out / "filter=orthograd+ema-seed0" / "config.json").read_text())
+    assert config["filter"]["name"] == "orthograd,ema" and config["filter"]["alpha"] == 0.98  # the chain, as train's
+
+
 def test_a_small_grid_end_to_end_and_again(cli, tmp_path):
     out = tmp_path / "sweep"
     result = cli(["sweep", *TINY, *GRID, "--out", out])

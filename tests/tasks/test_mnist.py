@@ -102,7 +102,7 @@ def test_log_schedule_by_hand():
     (["--loss", "l1"], "unknown loss 'l1' for task mnist; choose one of: mse, ce, stablemax"),
     (["--init-scale", "0"], "--init-scale must be > 0, got 0.0"),
     (["--train-points", "0"], "--train-points must be >= 1, got 0"),
-    (["--filter", "kalman"], "unknown filter 'kalman'; choose one of: none, ema, ma, orthograd, or several in order, comma-separated (orthograd,ema)"),
+    (["--filter", "kalman"], "unknown filter 'kalman'; choose one of: none, ema, ma, orthograd, or several in order, comma-separated (orthograd,ema; in a sweep's list, orthograd+ema)"),
     (["--op", "add"], "--op does not apply to task mnist"),
     (["--eval-schedule", "cosine"], "unknown eval schedule 'cosine'; choose one of: linear, log"),
 ])
