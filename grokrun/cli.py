@@ -125,7 +125,8 @@ def train(config: ConfigOption = None, resume: ResumeOption = None, seeds: Seeds
     (configs/<task>_baseline.toml) replace them.
     """
     from grokrun.engine import StoppedAtOnce, train_runs
-    from grokrun.launch import is_run, new_runs, nothing_to_resume, print_headline, print_headlines, resumable
+    from grokrun.launch import (is_run, new_runs, nothing_to_resume, print_headline, print_headlines,
+                                refresh_sweep_outputs, resumable)
 
     results: list[tuple[Path, dict[str, Any]]] = []
     try:
@@ -159,6 +160,8 @@ def train(config: ConfigOption = None, resume: ResumeOption = None, seeds: Seeds
         print_headline(out, *results[0])
     else:
         print_headlines(out, results, resume or results[0][0].parent)
+    if resume is not None:
+        refresh_sweep_outputs(out, {Path(run_dir).parent for run_dir, _ in results})
     raise typer.Exit(max(EXIT_CODES[s["status"]] for _, s in results))
 
 

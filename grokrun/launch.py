@@ -124,3 +124,14 @@ def print_headline(out, run_dir: Path, s: dict[str, Any]) -> None:
                   f"{escape(str(run_dir))}")
     threshold = run.config.get("train", {}).get("stop_at_acc") or 0.95  # the run's own target, where it has one
     out.print(escape(headline(run, threshold, status=False, machine=True)))
+
+
+def refresh_sweep_outputs(out, folders: set[Path]) -> None:
+    """After --resume: the sweep.csv, figures and report.html of each sweep folder whose runs were resumed, so
+    that they tell the runs as they now are."""
+    from grokrun.sweep_results import read_manifest, write_outputs
+
+    for folder in sorted(folders):
+        if read_manifest(folder) is not None:
+            written = write_outputs(folder)
+            out.print(escape(f"wrote {', '.join(str(p) for p in written)}"))

@@ -237,3 +237,25 @@ def test_tensorboard_without_the_package_is_one_line(cli, tmp_path, monkeypatch)
     result = cli(["train", *TINY, "--tensorboard", "--out", tmp_path / "runs"])
     assert result.exit_code == 2 and "pip install 'grokrun[tensorboard]'" in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_train_resume_on_a_sweep_folder_refreshes_its_table(cli, tmp_path, monkeypatch):
+    from grokrun.filters import EMAFilter
+
+    calls, original = {"n": 0}, EMAFilter._filter
+
+    def ctrl_c_at_the_fifth_step(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, *args)
+
+    monkeypatch.setattr(EMAFilter, "_filter", ctrl_c_at_the_fifth_step)
+    out = tmp_path / "cut"
+    result = cli(["sweep", *TINY, "--filter", "ema", "--lr", "0.001,0.002", "--checkpoint-every", "2", "--out", out])
+    assert result.exit_code == 130, result.output
+    assert {r["status"] for r in table(out)} == {"interrupted"}
+    monkeypatch.setattr(EMAFilter, "_filter", original)
+    resumed = cli(["train", "--resume", out])
+    assert resumed.exit_code == 0, resumed.output
+    assert "wrote " in resumed.output and {r["status"] for r in table(out)} == {"completed"}
