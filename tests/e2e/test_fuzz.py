@@ -98,3 +98,88 @@ def test_compare_and_plot_with_random_values(cli, tmp_path, make_run):
         for fmt in ("png", "svg", "jpeg", ""):
             result = cli(["plot", str(tmp_path / "runs"), "--threshold", threshold, "--format", fmt])
             assert result.exit_code in (0, 2) and "Traceback" not in result.output
+
+
+# Sweep values: lists and ranges, valid ones of at most three values (each case trains at most a few tiny runs).
+GRID_VALUES = ["0.1,0.2", "1,2", "0:1:0.5", "1:0:1", "a:b:c", ":::", "0:nan:1", "0:inf:1", "inf:1:1", "", ",",
+               "1,,2", "0:1", "0:1:0", "0:1:-1", "1e30", "-1", "nan", "2,2", "0x10", " 1", "1:3:1"]
+SWEEPABLE = [f for f in NUMERIC if not f.key.startswith("*.") and f.name not in ("seed", "out", "name")]
+
+
+def check_sweep(result, out):
+    """As check, and after exit 2 not even the folder (a sweep refuses before it writes)."""
+    assert result.exit_code in (0, 1, 2), (result.exit_code, result.output)
+    if result.exit_code == 2:
+        assert not out.exists() or not any(out.rglob("config.json")), result.output
+    check(result, out)
+
+
+def test_sweep_grids_with_random_values(cli, tmp_path):
+    rng = random.Random(3)
+    for i in range(60):
+        out = tmp_path / f"sweep{i}"
+        args = ["sweep", "--task", "modular", *TINY, "--out", str(out)]
+        flag = rng.choice(SWEEPABLE)
+        args += [f"--{flag.name}", rng.choice(GRID_VALUES)]
+        if flag.name != "lr":  # half of them with an axis that trains, so the runs that pass are checked too
+            args += ["--lr", rng.choice(["0.001,0.002", *GRID_VALUES])]
+        if rng.random() < 0.3:
+            args += ["--seeds", rng.choice(["0", "0-1", "1--2", "", "x", "2-1"])]
+        if rng.random() < 0.3:
+            args += ["--threshold", rng.choice(["0", "nan", "2", "0.5", "abc"])]
+        check_sweep(cli(args), out)
+
+
+def test_random_bytes_and_wrong_shapes_as_grid_files(cli, tmp_path):
+    rng = random.Random(4)
+    files = []
+    for i in range(40):
+        path = tmp_path / f"grid{i}.toml"
+        path.write_bytes(rng.randbytes(rng.randint(0, 200)))
+        files.append(path)
+    for i, text in enumerate([
+        "grid = 5", 'fixed = "x"', '[grid]\n"optim.lr" = [[0.1]]', '[grid]\n"optim.lr" = {a = 1}',
+        '[grid]\n"optim.lr" = []', '[grid]\n"optim.lr" = "0:nan:1"', "seeds = [0, 1]", "seeds = -1",
+        "threshold = true", 'threshold = "high"', "[grid]\nnope = [1, 2]", "[fixed]\ntask = 5",
+        '[fixed]\ntask = "nope"', "[fixed]\n" + "a = 1\n" * 3, "surprise = 1", "[grid]\n[grid.x]\ny = 1",
+        "[fixed]\ntask = " + "9" * 5000,
+    ]):
+        path = tmp_path / f"shaped{i}.toml"
+        path.write_text(text)
+        files.append(path)
+    for i, path in enumerate(files):
+        out = tmp_path / f"out{i}"
+        check_sweep(cli(["sweep", str(path), "--task", "modular", *TINY, "--out", str(out)]), out)
+
+
+def test_analyze_with_damaged_inputs(cli, tmp_path):
+    rng = random.Random(5)
+    assert cli(["train", "--task", "modular", *TINY, "--snapshots", "1", "--out", tmp_path, "--name", "r"]).exit_code == 0
+    run = tmp_path / "r"
+    from grokrun import snapshots
+
+    good = {step: snapshots.path(run, step).read_bytes() for step in snapshots.saved_steps(run)}
+    config = (run / "config.json").read_text()
+    damages = [
+        lambda: snapshots.path(run, 1).write_bytes(rng.randbytes(rng.randint(0, 500))),
+        lambda: snapshots.path(run, 1).write_bytes(good[1][: rng.randint(0, len(good[1]))]),
+        lambda: (run / "config.json").write_bytes(rng.randbytes(rng.randint(0, 200))),
+        lambda: (run / "config.json").write_text(config.replace('"p": 11', f'"p": {rng.choice([13, -1, 0, 10**6])}')),
+        lambda: (run / "config.json").write_text(config.replace('"op": "add"', '"op": "nope"')),
+        lambda: (run / "checkpoint.pt").write_bytes(rng.randbytes(100)),
+    ]
+    checkpoint_bytes = (run / "checkpoint.pt").read_bytes()
+    for i in range(24):
+        damages[i % len(damages)]()
+        result = cli(["analyze", str(run if i % 3 else tmp_path)])
+        assert result.exit_code in (0, 2) and "Traceback" not in result.output, result.output
+        if result.exit_code == 2:  # one error line, after a warning for each run of a folder it skipped
+            lines = [line for line in result.stderr.splitlines() if line.strip()]
+            assert lines[-1].startswith("error: ") and all(line.startswith("warning: ") for line in lines[:-1])
+        for step, data in good.items():  # repaired for the next case
+            snapshots.path(run, step).write_bytes(data)
+        (run / "config.json").write_text(config)
+        (run / "checkpoint.pt").write_bytes(checkpoint_bytes)
+    for arg in [run / "config.json", tmp_path / "missing", run / "snapshots"]:
+        result = cli(["analyze", str(arg)])
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
