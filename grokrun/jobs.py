@@ -174,7 +174,10 @@ def _worker_train(unit: list[tuple]) -> list | None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         resumes = [r for _, r in unit]
-        return train_seeds([resolve(c, {}) for c, _ in unit], quiet=True,
-                           resume=None if resumes[0] is None else resumes)
+        results = train_seeds([resolve(c, {}) for c, _ in unit], quiet=True,
+                              resume=None if resumes[0] is None else resumes)
+        if _STOP is not None and any(s["status"] == "interrupted" for _, s in results):
+            _STOP.set()  # (before this worker takes the next unit: the sweep may not have heard the Ctrl-C yet)
+        return results
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -106,3 +106,26 @@ def test_a_folder_in_use_is_refused_and_a_foreign_grid_too(cli, tmp_path):
     same_with_more_seeds = sw.Grid(stored["fixed"], [sw.Axis(a["key"], a["name"], a["values"]) for a in stored["axes"]],
                                    seeds=[0, 1, 2])
     sw.check_same_grid(out, same_with_more_seeds, "modular")  # more seeds of the same grid: welcome
+
+
+def test_ctrl_c_on_a_parallel_sweep_starts_no_other_point(tmp_path):
+    """Ctrl-C reaches the whole process group, the sweep and its workers: the running points stop as
+    interrupted and no queued point starts, even where the sweep itself hears the signal late (or, started
+    from a script in the background, not at all: its workers still tell each other)."""
+    out = tmp_path / "ctrl-c"
+    proc = subprocess.Popen([sys.executable, "-m", "grokrun", "sweep", *SMALL, *GRID[:2], "--max-steps", "3000",
+                             "--jobs", "2", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True,
+                            # as a shell starts a background job: the sweep itself ignores Ctrl-C, its workers do not
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        wait_for(lambda: started_runs(out) >= 2, 120, "both workers to train")
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, stdout + stderr
+    statuses = {p.parent.name: json.loads(p.read_text())["status"] for p in out.glob("*/summary.json")}
+    assert statuses and set(statuses.values()) == {"interrupted"}, statuses
+    assert len([p for p in out.iterdir() if p.is_dir()]) == 2  # the two that were training, and no other
