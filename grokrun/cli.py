@@ -1,7 +1,7 @@
 """grokrun's command line: thin front-ends over config.resolve, engine.train_runs, compare, sweep, plot, analyze.
 
     grokrun train --task modular --filter ema
-    grokrun train --plugin my_plugin.py --task toy      # a researcher's own task, filter, loss or optimizer
+    grokrun train --plugin my_plugin.py --task majority  # a researcher's own task, filter, loss or optimizer
 
 Every config field is a flag, generated (grokrun.flags) from the config dataclasses, the task modules' options
 and the filters' settings (their docstrings are the help). The app is built for the registries as they are
@@ -135,7 +135,7 @@ def train(config: ConfigOption = None, resume: ResumeOption = None, seeds: Seeds
                      + ["--plugin"] * bool(plugin) + _flags_given(values))
             if given:
                 raise UserError(f"--resume continues a run as it was configured; drop {given[0]}")
-            runs, ended = resumable(resume)
+            runs, ended = resumable(resume, warn)
             if not runs:
                 out.print(escape(nothing_to_resume(resume, ended)))
                 raise typer.Exit(0)

@@ -17,7 +17,7 @@ from rich.markup import escape
 
 from grokrun.config import file_plugins, load_file, parse_seeds, resolve
 from grokrun.errors import UserError
-from grokrun.results import CONFIG, FINAL, SUMMARY, free_name
+from grokrun.results import CHECKPOINT, CONFIG, FINAL, SUMMARY, free_name
 from grokrun.runs import find_runs, read_run
 
 
@@ -59,9 +59,10 @@ def new_runs(cfg, seeds: str | None) -> list:
     return [dataclasses.replace(cfg, seed=s, out=str(folder), name=f"seed{s}") for s in seed_list]
 
 
-def resumable(path: Path) -> tuple[list, list]:
+def resumable(path: Path, warn=lambda text: None) -> tuple[list, list]:
     """(config, run directory) of each run to resume at ``path`` (a run directory, or a folder of them), and
-    (run directory, summary) of those that have already ended."""
+    (run directory, summary) of those that have already ended. Of a folder's runs, one without a checkpoint is
+    left out (told to ``warn``) while the others go on; alone, it is the UserError that says so."""
     if path.is_file():
         raise UserError(f"--resume {path}: a file; give the run directory that holds it, or a folder of runs")
     if not path.is_dir():
@@ -79,6 +80,12 @@ def resumable(path: Path) -> tuple[list, list]:
             ended.append((run_dir, summary))
         else:
             todo.append((resolve(run_dir / CONFIG, {}), run_dir))
+    without = [r for _, r in todo if not (r / CHECKPOINT).is_file()]
+    if without and len(without) < len(todo):  # the others go on; these have nothing to continue from
+        for run_dir in without:
+            warn(f"{run_dir} has no {CHECKPOINT} (it stopped before its first one, or the file was removed), so "
+                 f"it is not resumed; start it again with grokrun train --config {run_dir / CONFIG}")
+        todo = [(c, r) for c, r in todo if r not in without]
     return todo, ended
 
 

@@ -1,6 +1,6 @@
 """A researcher's own tasks, filters, losses and optimizers, registered beside grokrun's, checked the same way.
 
-    grokrun train --plugin my_plugin.py --task toy --filter boosty --boost 2 --loss hinge
+    grokrun train --plugin my_plugin.py --task majority --filter heavyball --hb-gain 1 --loss hinge
 
 Two ways in: ``--plugin FILE.py`` (repeatable; also ``plugins = [...]`` in a config file; recorded in
 config.json, so a rerun, a resume, a sweep worker and analyze load it again), and the entry points of an

@@ -243,3 +243,30 @@ def test_a_resume_refuses_a_metrics_file_that_lost_rows(cli, tmp_path, monkeypat
                                       "there; resumed, its curve would have a gap (restore the file, or start the "
                                       "run again)")
     assert metrics.read_text().splitlines() == lines[:5]  # nothing changed
+
+
+def test_seeds_of_a_stack_go_on_when_one_lost_its_checkpoint(cli, tmp_path, monkeypatch):
+    from grokrun.filters import EMAFilter
+
+    calls = {"n": 0}
+    original = EMAFilter._filter
+
+    def ctrl_c_at_step_9(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 9:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, *args)
+
+    monkeypatch.setattr(EMAFilter, "_filter", ctrl_c_at_step_9)
+    result = cli(["train", "--task", "modular", "--p", "11", "--filter", "ema", "--max-steps", "20", "--seeds", "0-2",
+                  "--quiet", "--out", tmp_path, "--name", "stack"])
+    assert result.exit_code == 130, result.output
+    monkeypatch.setattr(EMAFilter, "_filter", original)
+    stack = tmp_path / "stack"
+    (stack / "seed1" / "checkpoint.pt").unlink()
+    resumed = cli(["train", "--resume", stack, "--quiet"])
+    assert resumed.exit_code == 0, resumed.output
+    assert f"warning: {stack / 'seed1'} has no checkpoint.pt" in resumed.stderr
+    assert [json.loads((stack / f"seed{s}" / "summary.json").read_text())["status"] for s in (0, 2)] == \
+        ["completed", "completed"]
+    assert json.loads((stack / "seed1" / "summary.json").read_text())["status"] == "interrupted"  # left as it was
