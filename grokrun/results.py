@@ -99,7 +99,10 @@ def in_use(folder: Path, what: str):
     import fcntl
 
     make_folder(folder)
-    handle = open(folder / LOCK, "a+")
+    try:
+        handle = open(folder / LOCK, "a+")
+    except OSError as e:  # a read-only folder, one of another user's
+        raise UserError(f"cannot write into {folder}: {e.strerror or e}; choose another --out") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

@@ -129,3 +129,21 @@ def test_ctrl_c_on_a_parallel_sweep_starts_no_other_point(tmp_path):
     statuses = {p.parent.name: json.loads(p.read_text())["status"] for p in out.glob("*/summary.json")}
     assert statuses and set(statuses.values()) == {"interrupted"}, statuses
     assert len([p for p in out.iterdir() if p.is_dir()]) == 2  # the two that were training, and no other
+
+
+def test_a_sweep_into_a_folder_it_cannot_write_is_one_line(cli, tmp_path, monkeypatch):
+    import builtins
+
+    out = tmp_path / "read-only"
+    out.mkdir()
+
+    def refused(path, *args, **kwargs):  # (as a read-only folder answers; root writes anywhere, so pretend)
+        if str(path).startswith(str(out)):
+            raise PermissionError(13, "Permission denied", str(path))
+        return builtins.open(path, *args, **kwargs)
+
+    monkeypatch.setattr("grokrun.results.open", refused, raising=False)
+    result = cli(["sweep", *SMALL, "--lr", "0.001,0.002", "--max-steps", "2", "--out", out])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: cannot write into {out}: Permission denied; choose another --out"
+    assert list(out.iterdir()) == []
