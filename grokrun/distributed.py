@@ -127,6 +127,12 @@ def run_on_ray(jobs: list, address: str | None, cpus: float, gpus: float, batch:
     threads = max(1, int(cpus))
     pending = {remote.remote([(to_dict(cfg), str(Path(cfg.out) / cfg.name)) for cfg, _ in unit], threads): unit
                for unit in units}
+    import signal
+
+    def stop(signum, frame):  # SIGTERM as Ctrl-C: the sweep's own "interrupted" line, not Ray's stack dumps
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
@@ -145,3 +151,5 @@ def run_on_ray(jobs: list, address: str | None, cpus: float, gpus: float, batch:
         for ref in pending:
             ray.cancel(ref)
         return False
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -125,3 +125,25 @@ def test_a_ray_that_cannot_run_the_sweep_is_one_line_within_seconds_and_writes_n
     lines = result.stderr.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1 and message in lines[0], result.stderr
     assert not out.exists()
+
+
+def test_sigterm_on_a_ray_sweep_is_the_interrupted_line(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "term"
+    proc = subprocess.Popen([sys.executable, "-m", "grokrun", "sweep", *TINY, "--lr", "0.001,0.002", "--max-steps",
+                             "100000", "--checkpoint-every", "50", "--backend", "ray", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not list(out.glob("*/metrics.csv")):
+            time.sleep(0.1)
+        proc.terminate()
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stdout + stderr
+    assert f"interrupted: the same command continues the sweep in {out}" in stdout
+    assert "Traceback" not in stderr and "Stack" not in stderr, stderr
