@@ -97,3 +97,18 @@ def test_the_cli_and_every_registry_load_without_torch():
             "assert not heavy, heavy\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_no_module_is_over_350_lines_and_no_function_over_60():
+    """One concept a file, read top to bottom (a table of contents in a docstring is the sign to split)."""
+    import ast
+
+    long_modules, long_functions = [], []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text()
+        if len(text.splitlines()) > 350:
+            long_modules.append(f"{path.relative_to(PACKAGE)}: {len(text.splitlines())}")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                long_functions.append(f"{path.relative_to(PACKAGE)}:{node.name}")
+    assert not long_modules and not long_functions, (long_modules, long_functions)
