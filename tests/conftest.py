@@ -87,3 +87,21 @@ def write_run(path, *, seed=0, filter="none", task="modular", val_acc=None, val_
 @pytest.fixture
 def make_run():
     return write_run
+
+
+def ctrl_c_at(monkeypatch, cls, call: int, method: str = "_filter") -> dict:
+    """Press Ctrl-C (SIGINT to this process, as the terminal would) during the ``call``-th call of ``cls.method``
+    (by default a filter's ``_filter``: once a training step). Returns the counter of calls."""
+    import os
+    import signal
+
+    calls, original = {"n": 0}, getattr(cls, method)
+
+    def counted(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, method, counted)
+    return calls

@@ -5,12 +5,12 @@ refusals of a bad plugin."""
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import ctrl_c_at
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "extending.md"
 SMALL = ["--task", "majority", "--max-steps", "120", "--quiet"]
@@ -125,19 +125,9 @@ def test_an_interrupted_plugin_run_resumes_to_the_uninterrupted_numbers(cli, plu
     from grokrun.plugins import registries
 
     heavyball = registries()["filter"]["heavyball"]  # the class the plugin registered in this process
-    original, calls = heavyball._filter, {"n": 0}
-
-    def press_ctrl_c_at_step_55(self, *args):
-        calls["n"] += 1
-        if calls["n"] == 55:
-            os.kill(os.getpid(), signal.SIGINT)
-        return original(self, *args)
-
-    heavyball._filter = press_ctrl_c_at_step_55
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        ctrl_c_at(patch, heavyball, 55)
         cut = cli(["train", *args, "--name", "cut"])
-    finally:
-        heavyball._filter = original
     assert cut.exit_code == 130 and summary(tmp_path / "cut")["status"] == "interrupted", cut.output
     resumed = cli(["train", "--resume", tmp_path / "cut", "--quiet"])  # no --plugin: config.json names it
     assert resumed.exit_code == 0, resumed.output

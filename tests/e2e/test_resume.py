@@ -11,6 +11,7 @@ import time
 import pytest
 import torch
 
+from conftest import ctrl_c_at
 from grokrun import checkpoint
 from grokrun.results import CHECKPOINT, atomic_write, write_json_atomic
 
@@ -196,16 +197,7 @@ def test_a_checkpoint_from_before_a_setting_existed_still_resumes(cli, tmp_path)
 def test_a_stop_asked_for_during_the_last_step_leaves_the_run_completed(cli, tmp_path, monkeypatch):
     from grokrun.filters import EMAFilter
 
-    calls = {"n": 0}
-    original = EMAFilter._filter
-
-    def ctrl_c_in_the_last_step(self, *args):
-        calls["n"] += 1
-        if calls["n"] == 30:
-            os.kill(os.getpid(), signal.SIGINT)
-        return original(self, *args)
-
-    monkeypatch.setattr(EMAFilter, "_filter", ctrl_c_in_the_last_step)
+    calls = ctrl_c_at(monkeypatch, EMAFilter, 30)  # in the last step
     result = cli(["train", "--task", "modular", "--p", "11", "--filter", "ema", "--max-steps", "30", "--quiet",
                   "--out", tmp_path, "--name", "last"])
     assert calls["n"] == 30
@@ -219,20 +211,11 @@ def test_a_stop_asked_for_during_the_last_step_leaves_the_run_completed(cli, tmp
 def test_a_resume_refuses_a_metrics_file_that_lost_rows(cli, tmp_path, monkeypatch):
     from grokrun.filters import EMAFilter
 
-    calls = {"n": 0}
-    original = EMAFilter._filter
-
-    def ctrl_c_at_step_11(self, *args):
-        calls["n"] += 1
-        if calls["n"] == 11:
-            os.kill(os.getpid(), signal.SIGINT)
-        return original(self, *args)
-
-    monkeypatch.setattr(EMAFilter, "_filter", ctrl_c_at_step_11)
+    ctrl_c_at(monkeypatch, EMAFilter, 11)
     result = cli(["train", "--task", "modular", "--p", "11", "--filter", "ema", "--max-steps", "30", "--eval-every",
                   "1", "--quiet", "--out", tmp_path, "--name", "cut"])
     assert result.exit_code == 130
-    monkeypatch.setattr(EMAFilter, "_filter", original)
+    monkeypatch.undo()
     metrics = tmp_path / "cut" / "metrics.csv"
     lines = metrics.read_text().splitlines()
     assert len(lines) == 1 + 12  # steps 0-11
@@ -248,20 +231,11 @@ def test_a_resume_refuses_a_metrics_file_that_lost_rows(cli, tmp_path, monkeypat
 def test_seeds_of_a_stack_go_on_when_one_lost_its_checkpoint(cli, tmp_path, monkeypatch):
     from grokrun.filters import EMAFilter
 
-    calls = {"n": 0}
-    original = EMAFilter._filter
-
-    def ctrl_c_at_step_9(self, *args):
-        calls["n"] += 1
-        if calls["n"] == 9:
-            os.kill(os.getpid(), signal.SIGINT)
-        return original(self, *args)
-
-    monkeypatch.setattr(EMAFilter, "_filter", ctrl_c_at_step_9)
+    ctrl_c_at(monkeypatch, EMAFilter, 9)
     result = cli(["train", "--task", "modular", "--p", "11", "--filter", "ema", "--max-steps", "20", "--seeds", "0-2",
                   "--quiet", "--out", tmp_path, "--name", "stack"])
     assert result.exit_code == 130, result.output
-    monkeypatch.setattr(EMAFilter, "_filter", original)
+    monkeypatch.undo()
     stack = tmp_path / "stack"
     (stack / "seed1" / "checkpoint.pt").unlink()
     resumed = cli(["train", "--resume", stack, "--quiet"])

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ctrl_c_at
 from grokrun import sweep as sw
 from grokrun import sweep_results
 from grokrun.flags import flags
@@ -242,20 +243,12 @@ def test_tensorboard_without_the_package_is_one_line(cli, tmp_path, monkeypatch)
 def test_train_resume_on_a_sweep_folder_refreshes_its_table(cli, tmp_path, monkeypatch):
     from grokrun.filters import EMAFilter
 
-    calls, original = {"n": 0}, EMAFilter._filter
-
-    def ctrl_c_at_the_fifth_step(self, *args):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            os.kill(os.getpid(), signal.SIGINT)
-        return original(self, *args)
-
-    monkeypatch.setattr(EMAFilter, "_filter", ctrl_c_at_the_fifth_step)
+    ctrl_c_at(monkeypatch, EMAFilter, 5)
     out = tmp_path / "cut"
     result = cli(["sweep", *TINY, "--filter", "ema", "--lr", "0.001,0.002", "--checkpoint-every", "2", "--out", out])
     assert result.exit_code == 130, result.output
     assert {r["status"] for r in table(out)} == {"interrupted"}
-    monkeypatch.setattr(EMAFilter, "_filter", original)
+    monkeypatch.undo()
     resumed = cli(["train", "--resume", out])
     assert resumed.exit_code == 0, resumed.output
     assert "wrote " in resumed.output and {r["status"] for r in table(out)} == {"completed"}
