@@ -334,3 +334,4 @@ def analyze(
 
 
 app = build_app()  # the built-in commands and flags; main() and app_for() build one with the plugins named
+_apps[plugins.generation] = app  # (so a command line without plugins reuses it rather than building it again)

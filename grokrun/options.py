@@ -104,5 +104,4 @@ SweepGpus = Annotated[float, typer.Option(help="GPUs per Ray task: 0.25 packs fo
 SweepOut = Annotated[Optional[str], typer.Option(
         "--out", help="Output folder. [dim]\\[default: the newest results/sweep-<task>-* of the same grid, else a "
         "new results/sweep-<task>-<time>][/dim]", rich_help_panel="Sweep", show_default=False)]
-SweepFormat = Annotated[str, typer.Option("--format", help="Figure format: png | svg | pdf.",
-                                     rich_help_panel="Sweep")]
+SweepFormat = _format_option("Sweep")
