@@ -234,7 +234,7 @@ def sweep(
     no_batch: SweepNoBatch = False,
     backend: SweepBackend = "local",
     address: SweepAddress = None,
-    cpus_per_run: SweepCpus = 1.0,
+    cpus_per_run: SweepCpus = None,
     gpus_per_run: SweepGpus = 0.0,
     out_dir: SweepOut = None,
     fmt: SweepFormat = "png",

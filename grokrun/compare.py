@@ -21,8 +21,8 @@ from rich.markup import escape
 
 from grokrun.config import RunBase, resolve, to_dict
 from grokrun.errors import UserError
-from grokrun.jobs import Job, plan_runs, run_jobs
-from grokrun.results import CONFIG, check_folder, in_use, make_folder, reuse_or_new, write_json_atomic
+from grokrun.jobs import Job, check_fits, plan_runs, run_jobs
+from grokrun.results import CONFIG, add_thresholds, check_folder, in_use, make_folder, reuse_or_new, write_json_atomic
 from grokrun.runs import group_variants, is_run_dir, load_runs, read_run, variant_settings
 from grokrun.tasks import task
 
@@ -148,6 +148,7 @@ def compare(found: list[Variant], seeds: list[int], jobs: int, out: Path | None,
     overlay plot into the folder. Returns False if the user interrupted (the same command continues)."""
     if jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {jobs}")
+    check_fits(jobs, [v.config for v in found])
     if out is not None:
         check_folder(out)
     folder, continued = output_folder(out, found)
@@ -183,6 +184,8 @@ def _compare_in(folder: Path, continued: bool, found: list[Variant], seeds: list
     except StoppedAtOnce as e:  # a second Ctrl-C: that run has no summary; its checkpoint remains
         err.print(escape(f"stopped at once (a second interrupt) in {e.resume}"))
         finished = False
+    for job in planned:
+        add_thresholds(job.path, (threshold,))
     by_variant = [(v.name, [read_run(j.path) for j in planned if j.variant == v.name and is_run_dir(j.path)])
                   for v in found]
     by_variant = [(n, r) for n, r in by_variant if r]

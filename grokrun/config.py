@@ -32,7 +32,7 @@ from grokrun.filters import defaults_of as filter_defaults
 from grokrun.filters import parts as filter_parts
 from grokrun.results import CONFIG, flatten
 from grokrun.settings import (MAX_SEED, FilterBase, ModelConfig, OptimConfig, RunBase,  # noqa: F401 (shared names)
-                              TrainConfig)
+                              TrainConfig, machine_threads)
 from grokrun.tasks import TASKS, task
 
 
@@ -174,6 +174,8 @@ def resolve(config_file: str | Path | dict | None, overrides: dict[str, Any]):
     if isinstance(cfg.filter.name, str):  # " ema" and "orthograd, ema" name the filters without their spaces
         cfg.filter.name = ",".join(filter_parts(cfg.filter.name))
     validate(cfg)
+    if cfg.threads == 0:  # the number, in config.json: every launcher then runs the run with it
+        cfg.threads = machine_threads()
     return cfg
 
 

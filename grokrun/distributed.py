@@ -29,18 +29,15 @@ def _ray():
     return ray
 
 
-def _train_unit(runs: list[tuple[dict, str]], threads: int) -> list[tuple[str, dict]]:
+def _train_unit(runs: list[tuple[dict, str]]) -> list[tuple[str, dict]]:
     """In a Ray worker: train (or resume, after a lost worker) runs together; (run dir, summary) of each. Each run
     comes as its config.json's contents, resolved here (which loads the plugins it names)."""
-    import torch
-
     from grokrun import checkpoint
     from grokrun.config import resolve
     from grokrun.engine import train_seeds
     from grokrun.results import CHECKPOINT, CONFIG, FINAL
     from grokrun.runs import read_run
 
-    torch.set_num_threads(max(1, threads))
     todo, done = [], []
     for saved, path in runs:
         cfg, path = resolve(saved, {}), Path(path)
@@ -124,8 +121,8 @@ def run_on_ray(jobs: list, address: str | None, cpus: float, gpus: float, batch:
     console.print(escape(f"{len(units)} Ray task{'s' * (len(units) != 1)} on {where}: {cpus:g} CPU"
                          f"{f' and {gpus:g} GPU' if gpus else ''} each"))
     remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=RETRIES)(_train_unit)
-    threads = max(1, int(cpus))
-    pending = {remote.remote([(to_dict(cfg), str(Path(cfg.out) / cfg.name)) for cfg, _ in unit], threads): unit
+    # (each run trains with its own --threads: grokrun.engine.runner.train_seeds)
+    pending = {remote.remote([(to_dict(cfg), str(Path(cfg.out) / cfg.name)) for cfg, _ in unit]): unit
                for unit in units}
     import signal
 

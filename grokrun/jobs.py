@@ -27,6 +27,7 @@ from grokrun.config import resolve, to_dict
 from grokrun.errors import UserError
 from grokrun.results import CHECKPOINT, CONFIG, FINAL, RUN_FILES, tmp_name
 from grokrun.runs import differences, first_difference, is_run_dir, read_run, variant_settings
+from grokrun.settings import machine_cores
 
 # What a run directory can hold before its first evaluation is written: its files, or their temporary twins.
 _STARTED_FILES = {*RUN_FILES, *(tmp_name(Path(f)).name for f in RUN_FILES)}
@@ -81,6 +82,19 @@ def _action(path: Path, cfg, what: str) -> str:
 
 
 
+def check_fits(n_jobs: int, cfgs: list) -> None:
+    """UserError unless ``n_jobs`` runs at once, each with its own --threads, fit this machine's cores: more
+    would slow each other many times over (a launcher never changes a run's threads, which are its numbers')."""
+    threads = max((c.threads for c in cfgs), default=1)
+    have = machine_cores()
+    if n_jobs > 1 and n_jobs * threads > have:
+        fewer = f"use --jobs {max(1, have // threads)}"
+        fix = (f"add --threads {have // n_jobs} (each run's own count, in its config.json) or {fewer}"
+               if threads > 1 and have >= n_jobs else fewer)
+        raise UserError(f"--jobs {n_jobs} at {threads} thread{'s' * (threads != 1)} per run needs {n_jobs * threads} "
+                        f"cores and this machine has {have}: {fix}")
+
+
 def run_jobs(jobs: list[Job], n_jobs: int, quiet: bool, console, report: Callable[[Job, dict], None],
              batch: bool = True) -> bool:
     """Train every job not reused, the seeds of a variant together where the task allows (``batch``).
@@ -107,11 +121,9 @@ def run_jobs(jobs: list[Job], n_jobs: int, quiet: bool, console, report: Callabl
 
 def _run_parallel(units: list[list[tuple]], n_jobs: int, report) -> bool:
     """Train ``units`` (runs trained together) in ``n_jobs`` worker processes, reporting each run as it ends."""
-    threads = max(1, (os.cpu_count() or 1) // n_jobs)  # no oversubscription: each worker gets its share
     ctx = get_context("spawn")
     stop = ctx.Event()  # set on Ctrl-C: units already handed to a worker then start no training
-    pool = ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx, initializer=_worker_init,
-                               initargs=(threads, stop))
+    pool = ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx, initializer=_worker_init, initargs=(stop,))
     # (each run as its config.json's contents: the worker resolves it, loading the plugins it names)
     pending: dict[Future, list] = {pool.submit(_worker_train, [(to_dict(c), r) for c, r in unit]): unit
                                    for unit in units}
@@ -140,14 +152,12 @@ def _run_parallel(units: list[list[tuple]], n_jobs: int, report) -> bool:
 _STOP = None
 
 
-def _worker_init(threads: int, stop) -> None:
-    import torch
-
+def _worker_init(stop) -> None:
     global _STOP
     _STOP = stop
     _die_with(os.getppid())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # idle workers ignore Ctrl-C; a training one handles it
-    torch.set_num_threads(threads)
+    # (each run sets its own thread count: grokrun.engine.runner.train_seeds)
 
 
 def _die_with(parent: int) -> None:

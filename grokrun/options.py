@@ -97,8 +97,9 @@ SweepBackend = Annotated[str, typer.Option(
 SweepAddress = Annotated[Optional[str], typer.Option(
         help="Ray cluster to use: auto (the one this machine belongs to) or HOST:PORT. [dim]\\[default: a local Ray "
         "instance, started for the sweep][/dim]", rich_help_panel="Sweep", show_default=False)]
-SweepCpus = Annotated[float, typer.Option(help="CPUs per Ray task (a point's seeds).",
-                                                rich_help_panel="Sweep")]
+SweepCpus = Annotated[Optional[float], typer.Option(
+        help="CPUs per Ray task (a point's seeds). [dim]\\[default: the runs' --threads][/dim]",
+        rich_help_panel="Sweep", show_default=False)]
 SweepGpus = Annotated[float, typer.Option(help="GPUs per Ray task: 0.25 packs four on a GPU.",
                                                 rich_help_panel="Sweep")]
 SweepOut = Annotated[Optional[str], typer.Option(

@@ -269,6 +269,24 @@ def metric_summary(rows: list[dict[str, Any]], asked: tuple[float | None, ...] =
     }
 
 
+def add_thresholds(run_dir: Path, thresholds: tuple[float, ...]) -> None:
+    """Put the thresholds a compare or a sweep asked for (--threshold) into a finished run's summary.json maps,
+    read from its metrics.csv as the engine reads its own; a run without a readable summary is left alone."""
+    path = Path(run_dir) / SUMMARY
+    try:
+        summary = json.loads(path.read_text())
+        have = summary["steps_to_val_acc"]
+        if all(f"{t:g}" in have for t in thresholds):
+            return
+        found = metric_summary(read_metrics(Path(run_dir)), asked=(*map(float, have), *thresholds))
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    for key in ("steps_to_val_acc", "wall_s_to_val_acc", "steps_to_train_acc", "wall_s_to_train_acc",
+                "grokking_delay"):
+        summary[key] = found[key]
+    write_json_atomic(path, summary)
+
+
 # --- reading -------------------------------------------------------------------------------------------
 
 

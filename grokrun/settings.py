@@ -9,6 +9,7 @@ to ``FilterBase`` (grokrun.config composes both). Importing this module does not
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -134,6 +135,21 @@ class ModelConfig:
             raise UserError(f"--init-from {self.init_from}: no run directory with a {CHECKPOINT} there")
 
 
+def machine_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # (not on Linux)
+        return os.cpu_count() or 1
+
+
+def machine_threads() -> int:
+    """The threads a run takes by default (--threads 0): OMP_NUM_THREADS where it is set to a count, else the cores
+    this process may run on. Read when a run is configured, never by a launcher, so each run's count is its own."""
+    told = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(told) if told.isdigit() and int(told) > 0 else machine_cores()
+
+
 @dataclass
 class RunBase:
     task: str = "modular"
@@ -147,7 +163,7 @@ class RunBase:
     cuda_graph: str = "auto"
     """auto | on | off: replay the training step as CUDA graphs (CUDA only). auto is off until the graph path has been checked on a GPU."""
     threads: int = 0
-    """CPU threads for the run's math. float32 results differ in their last digits between thread counts, so set it (1 suits sweeps) for numbers that are the same whichever launcher runs the run (train, --jobs N, Ray); 0 = the launcher's share: all cores for train, cores / N for --jobs N, --cpus-per-run on Ray."""
+    """CPU threads for the run's math, the same whichever launcher runs it (train, --jobs N workers, Ray tasks): float32 results differ in their last digits between thread counts. 0 = this machine's cores (OMP_NUM_THREADS where set), made the number when the run is configured and recorded in config.json; --jobs N needs N x threads cores (1 suits sweeps)."""
     out: str = "results"
     """Parent folder of run directories."""
     name: str = ""
@@ -168,7 +184,7 @@ class RunBase:
         check_choice("cuda graph", self.cuda_graph, ("auto", "on", "off"))
         check_choice("dtype", self.dtype, DTYPES)
         check_range("seed", 0 <= self.seed <= MAX_SEED, f"in [0, {MAX_SEED:,}]", self.seed)
-        check_range("threads", 0 <= self.threads <= 1024, "in [0, 1,024] (0 = the launcher's share)", self.threads)
+        check_range("threads", 0 <= self.threads <= 1024, "in [0, 1,024] (0 = this machine's cores)", self.threads)
         if not self.out:
             raise UserError("--out must name a folder (it is empty)")
         if self.name and ("/" in self.name or self.name.startswith(".") or not self.name.isprintable()

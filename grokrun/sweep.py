@@ -22,9 +22,9 @@ from rich.markup import escape
 from grokrun.errors import UserError
 from grokrun.grid import (MAX_RUNS, Axis, Grid, configs, grid_from, parse_values,  # noqa: F401 (sweep's names)
                           read_grid_file)
-from grokrun.jobs import plan_runs, run_jobs
+from grokrun.jobs import check_fits, plan_runs, run_jobs
 from grokrun.results import SWEEP_MANIFEST as MANIFEST
-from grokrun.results import check_folder, in_use, make_folder, reuse_or_new, write_json_atomic
+from grokrun.results import add_thresholds, check_folder, in_use, make_folder, reuse_or_new, write_json_atomic
 from grokrun.runs import read_run
 from grokrun.sweep_results import REPORT, TABLE, read_manifest, rows, write_outputs  # noqa: F401 (sweep's names)
 
@@ -64,11 +64,12 @@ def write_manifest(folder: Path, grid: Grid, task: str) -> None:
 @dataclass
 class Backend:
     """Where the runs train: "local" (this process, or ``jobs`` worker processes) or "ray" (Ray tasks at
-    ``address``, or a local Ray instance, each with ``cpus`` CPUs and ``gpus`` GPUs)."""
+    ``address``, or a local Ray instance, each with ``cpus`` CPUs, by default as many as its runs' threads, and
+    ``gpus`` GPUs)."""
     name: str = "local"
     jobs: int = 1
     address: str | None = None
-    cpus: float = 1.0
+    cpus: float | None = None
     gpus: float = 0.0
 
 
@@ -86,6 +87,10 @@ def sweep(grid: Grid, backend: Backend, out: Path | None, fmt: str, quiet: bool,
     if backend.name == "local" and (backend.address is not None or backend.gpus):
         raise UserError("--address and --gpus-per-run are for --backend ray")
     runs = configs(grid)
+    if backend.name == "local":
+        check_fits(backend.jobs, [cfg for _, _, cfg in runs])
+    elif backend.cpus is None:  # each Ray task asks for the CPUs its runs' threads use
+        backend.cpus = float(max(cfg.threads for _, _, cfg in runs))
     if out is not None:
         check_folder(out)
     task = runs[0][2].task
@@ -150,6 +155,8 @@ def _train(folder: Path, continued: bool, runs: list, grid: Grid, task: str, bac
             finished = run_jobs(planned, backend.jobs, quiet, console, report, batch)
     except KeyboardInterrupt:
         finished = False
+    for job in planned:
+        add_thresholds(job.path, (grid.threshold,))
     written = write_outputs(folder, fmt)
     if written:
         console.print(escape(f"wrote {', '.join(str(p) for p in written)}"))

@@ -16,6 +16,7 @@ from rich.markup import escape
 
 from grokrun import checkpoint
 from grokrun.resume import resumable_settings
+from grokrun.settings import machine_threads
 
 
 def train(cfg, quiet: bool = False, console: Console | None = None,
@@ -42,8 +43,9 @@ def train_seeds(cfgs: list, quiet: bool = False, console: Console | None = None,
 
     saved = None if resume is None else [checkpoint.load(d) for d in resume]  # may raise UserError: no writes yet
     launcher_threads = torch.get_num_threads()
-    if cfgs[0].threads:  # the run's own thread count, whoever launched it (the launcher's back afterwards)
-        torch.set_num_threads(cfgs[0].threads)
+    # the run's own thread count, whoever launched it (the launcher's back afterwards); a config built in code
+    # rather than resolved may still hold 0, which means what it means in a config file
+    torch.set_num_threads(cfgs[0].threads or machine_threads())
     try:
         run = Run(cfgs)  # may raise UserError (no data, no device): still nothing written
         if saved is None:

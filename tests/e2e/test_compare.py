@@ -5,6 +5,8 @@ import json
 
 import pytest
 
+from grokrun.settings import machine_cores
+
 
 # A tiny modular problem: a few steps per run keep these tests fast; what they check is the bookkeeping.
 TINY = ["--op", "add", "--p", "11", "--train-frac", "0.8", "--width", "32", "--layers", "1", "--heads", "2",
@@ -102,12 +104,45 @@ def test_same_command_again_continues_the_newest_matching_comparison(cli, tmp_pa
 
 def test_parallel_jobs(cli, tmp_path):
     out = tmp_path / "cmp"
-    result = compare(cli, "--filter", "ema", "--seeds", "0,1", "--jobs", "2", "--out", str(out), *TINY)
+    result = compare(cli, "--filter", "ema", "--seeds", "0,1", "--jobs", "2", "--threads", "1", "--out", str(out), *TINY)
     assert result.exit_code == 0, result.output
     assert sum(line.startswith("[") and "seed" in line for line in result.stdout.splitlines()) == 4
     assert all(json.loads(p.read_text())["status"] == "completed" for p in out.glob("*/summary.json"))
     assert len(list(out.glob("*/summary.json"))) == 4
     assert "2 runs trained at once" in result.stdout
+
+
+def test_more_jobs_than_the_cores_hold_are_refused_before_anything_is_written(cli, tmp_path):
+    """A launcher never changes a run's threads (its numbers would change with them): --jobs N runs of T threads
+    each must fit the machine's cores, or the command says what to give instead."""
+    cores = machine_cores()
+    for command in (["compare", "--filter", "ema", "--seeds", "0,1"], ["sweep", "--lr", "0.001,0.002"]):
+        result = cli([*command, *TINY, "--jobs", str(cores + 1), "--threads", "1", "--out", tmp_path / "x"])
+        assert result.exit_code == 2, result.output
+        assert result.stderr.strip().splitlines() == [
+            f"error: --jobs {cores + 1} at 1 thread per run needs {cores + 1} cores and this machine has {cores}: "
+            f"use --jobs {cores}"]
+        result = cli([*command, *TINY, "--jobs", "2", "--threads", str(cores), "--out", tmp_path / "x"])
+        assert result.exit_code == 2, result.output
+        fix = f"add --threads {cores // 2} (each run's own count, in its config.json) or " if cores >= 2 else ""
+        assert result.stderr.strip().splitlines() == [
+            f"error: --jobs 2 at {cores} thread{'s' * (cores != 1)} per run needs {2 * cores} cores and this machine "
+            f"has {cores}: {fix}use --jobs 1"]
+        assert not (tmp_path / "x").exists()
+
+
+def test_a_compare_threshold_is_in_each_runs_summary(cli, tmp_path):
+    out = tmp_path / "cmp"
+    result = compare(cli, "--filter", "ema", "--seeds", "0", "--threshold", "0.3", "--out", str(out), *TINY)
+    assert result.exit_code == 0, result.output
+    summaries = [json.loads(p.read_text()) for p in out.glob("*/summary.json")]
+    assert len(summaries) == 2
+    for s in summaries:
+        assert set(s["steps_to_val_acc"]) == {"0.3", "0.5", "0.9", "0.95", "0.99"}
+        assert set(s["steps_to_train_acc"]) == set(s["wall_s_to_val_acc"]) == set(s["steps_to_val_acc"])
+    again = compare(cli, "--filter", "ema", "--seeds", "0", "--threshold", "0.35", "--out", str(out), *TINY)  # reused runs get it too
+    assert again.exit_code == 0 and "already complete and reused" in again.stdout
+    assert all("0.35" in json.loads(p.read_text())["steps_to_val_acc"] for p in out.glob("*/summary.json"))
 
 
 def test_tabulating_existing_run_directories(cli, tmp_path, make_run):

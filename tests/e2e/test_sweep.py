@@ -58,6 +58,8 @@ def test_a_small_grid_end_to_end_and_again(cli, tmp_path):
         {("none", "0.5"), ("none", "0.8"), ("ema", "0.5"), ("ema", "0.8")}
     for row in rows:  # each row is its run's own numbers
         summary = json.loads((out / row["run_dir"] / "summary.json").read_text())
+        assert "0.3" in summary["steps_to_val_acc"] and "0.3" in summary["steps_to_train_acc"]  # --threshold
+        assert str(summary["steps_to_val_acc"]["0.3"]) == (row["steps_to_val_0.3"] or "None")
         assert row["status"] == summary["status"] == "completed" and int(row["steps"]) == summary["steps"] == 12
         config = json.loads((out / row["run_dir"] / "config.json").read_text())
         assert float(row["train-frac"]) == config["modular"]["train_frac"] and row["filter"] == config["filter"]["name"]

@@ -58,7 +58,7 @@ def sweep_process(out: Path, *extra: str) -> subprocess.Popen:
 
 def test_a_killed_parallel_sweep_leaves_no_worker_and_the_same_command_finishes_it(cli, tmp_path):
     out = tmp_path / "swq"
-    proc = sweep_process(out, "--max-steps", "400", "--jobs", "2")
+    proc = sweep_process(out, "--max-steps", "400", "--jobs", "2", "--threads", "1")
     try:
         wait_for(lambda: started_runs(out) >= 1, 120, "the workers to train")
         workers = children(proc.pid)
@@ -69,7 +69,7 @@ def test_a_killed_parallel_sweep_leaves_no_worker_and_the_same_command_finishes_
     finally:
         if proc.poll() is None:
             proc.kill()
-    result = cli(["sweep", *SMALL, *GRID, "--max-steps", "400", "--jobs", "2", "--out", out])
+    result = cli(["sweep", *SMALL, *GRID, "--max-steps", "400", "--jobs", "2", "--threads", "1", "--out", out])
     assert result.exit_code == 0, result.output
     runs = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert runs == sorted(f"lr={lr}-seed{s}" for lr in ("0.001", "0.002", "0.003", "0.004") for s in (0, 1))
@@ -114,7 +114,7 @@ def test_ctrl_c_on_a_parallel_sweep_starts_no_other_point(tmp_path):
     from a script in the background, not at all: its workers still tell each other)."""
     out = tmp_path / "ctrl-c"
     proc = subprocess.Popen([sys.executable, "-m", "grokrun", "sweep", *SMALL, *GRID[:2], "--max-steps", "3000",
-                             "--jobs", "2", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             "--jobs", "2", "--threads", "1", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True,
                             # as a shell starts a background job: the sweep itself ignores Ctrl-C, its workers do not
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))

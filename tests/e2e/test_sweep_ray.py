@@ -1,6 +1,7 @@
 """The Ray backend of grokrun sweep, against a local Ray instance (CI installs the ray extra)."""
 
 import csv
+import json
 import os
 import threading
 import time
@@ -10,17 +11,15 @@ import pytest
 import ray  # in the test extra: CI runs these
 import torch
 
+from grokrun.settings import machine_threads
+
 TINY = ["--task", "modular", "--op", "add", "--p", "11", "--width", "16", "--layers", "1", "--heads", "2",
         "--batch-size", "32", "--eval-every", "4", "--quiet"]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Ray tasks train with --cpus-per-run threads (1); the local runs they are compared with use as many."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def ray_down():
     yield
-    torch.set_num_threads(before)
     ray.shutdown()
 
 
@@ -29,43 +28,46 @@ def table(folder):
         return {r["run_dir"]: {k: v for k, v in r.items() if not k.startswith("wall_s")} for r in csv.DictReader(f)}
 
 
+def threads(folder):
+    """The threads each run of a sweep was configured with (config.json) and ran with (summary.json)."""
+    return ({json.loads((folder / run / "config.json").read_text())["threads"] for run in table(folder)},
+            {json.loads((folder / run / "summary.json").read_text())["threads"] for run in table(folder)})
+
+
 def test_ray_gives_the_sweep_table_of_the_local_backend(cli, tmp_path):
+    """Left at its default, a run's thread count is this machine's cores, fixed when the run is configured: the
+    local sweep (launched here at one thread) and the Ray tasks (as many CPUs each) run it with the same count."""
     grid = [*TINY, "--max-steps", "12", "--train-frac", "0.5,0.8", "--filter", "none,ema", "--seeds", "0,1",
             "--threshold", "0.1"]
-    local = cli(["sweep", *grid, "--out", tmp_path / "local"])
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the launcher's own count is not the runs'
+    try:
+        local = cli(["sweep", *grid, "--out", tmp_path / "local"])
+    finally:
+        torch.set_num_threads(before)
     assert local.exit_code == 0, local.output
     remote = cli(["sweep", *grid, "--backend", "ray", "--out", tmp_path / "ray"])
     assert remote.exit_code == 0, remote.output
-    assert "4 Ray tasks on a local Ray instance: 1 CPU each" in remote.stdout
+    cores = machine_threads()
+    assert f"4 Ray tasks on a local Ray instance: {cores} CPU each" in remote.stdout
     assert table(tmp_path / "ray") == table(tmp_path / "local")
     assert len(table(tmp_path / "ray")) == 8
+    assert threads(tmp_path / "local") == threads(tmp_path / "ray") == ({cores}, {cores})
 
 
 def test_with_threads_set_every_launcher_gives_the_same_sweep_table(cli, tmp_path):
-    """--threads is the run's own: each launcher (this process at 2 threads, --jobs 2 workers, Ray tasks) runs it
-    with that many, records it, and gives the same table (time columns aside). (On these small models 1 and 2
-    threads happened to give equal float32 numbers here; large reductions do not: the setting is what makes
-    the equality hold in general.)"""
-    import json
-
-    grid = [*TINY, "--max-steps", "40", "--lr", "0.001,0.003", "--seeds", "0,1", "--threshold", "0.1"]
-    torch.set_num_threads(2)
-    try:
-        local = cli(["sweep", *grid, "--threads", "1", "--out", tmp_path / "local"])
-        default = cli(["sweep", *grid, "--out", tmp_path / "default"])
-        assert torch.get_num_threads() == 2  # (given back after the runs)
-    finally:
-        torch.set_num_threads(1)
-    jobs = cli(["sweep", *grid, "--threads", "1", "--jobs", "2", "--out", tmp_path / "jobs"])
-    remote = cli(["sweep", *grid, "--threads", "1", "--backend", "ray", "--out", tmp_path / "ray"])
-    assert local.exit_code == default.exit_code == jobs.exit_code == remote.exit_code == 0
+    """--threads is the run's own: each launcher (this process, --jobs 2 workers, Ray tasks) runs it with that
+    many, records it, and gives the same table (time columns aside). (On these small models 1 and 2 threads
+    happened to give equal float32 numbers here; large reductions do not: the setting is what makes the
+    equality hold in general.)"""
+    grid = [*TINY, "--max-steps", "40", "--lr", "0.001,0.003", "--seeds", "0,1", "--threshold", "0.1", "--threads", "1"]
+    local = cli(["sweep", *grid, "--out", tmp_path / "local"])
+    jobs = cli(["sweep", *grid, "--jobs", "2", "--out", tmp_path / "jobs"])
+    remote = cli(["sweep", *grid, "--backend", "ray", "--out", tmp_path / "ray"])
+    assert local.exit_code == jobs.exit_code == remote.exit_code == 0
+    assert "1 CPU each" in remote.stdout
     assert table(tmp_path / "local") == table(tmp_path / "jobs") == table(tmp_path / "ray")
-
-    def threads(folder):
-        return {json.loads((folder / run / "summary.json").read_text())["threads"] for run in table(folder)}
-
-    assert threads(tmp_path / "local") == threads(tmp_path / "jobs") == threads(tmp_path / "ray") == {1}
-    assert threads(tmp_path / "default") == {2}  # without it: the launcher's share
+    assert threads(tmp_path / "local") == threads(tmp_path / "jobs") == threads(tmp_path / "ray") == ({1}, {1})
 
 
 def _worker_pids():

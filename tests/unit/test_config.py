@@ -43,6 +43,23 @@ def test_saved_config_resolves_to_the_same_config(tmp_path):
     assert asdict(resolve(tmp_path, {})) == asdict(cfg)  # a run directory works too
 
 
+def test_the_default_thread_count_is_made_the_number_when_a_run_is_configured(tmp_path, monkeypatch):
+    """--threads 0 (the default) becomes this machine's count in the config itself, so config.json records it and
+    every launcher that later resolves that config (a --jobs worker, a Ray task, a resume) runs with it."""
+    import os
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert resolve(None, {}).threads == len(os.sched_getaffinity(0))
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # what torch itself would take
+    cfg = resolve(None, {})
+    assert cfg.threads == 3 and resolve(None, {"threads": 5}).threads == 5
+    old = to_dict(cfg) | {"threads": 0}  # a config.json written before the count was recorded
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert resolve(old, {}).threads == 2 and resolve(to_dict(cfg), {}).threads == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "four")  # not a count: the cores
+    assert resolve(None, {}).threads == len(os.sched_getaffinity(0))
+
+
 def test_int_given_for_a_float_is_accepted_but_not_the_reverse(tmp_path):
     assert resolve(None, {"optim.lr": 1}).optim.lr == 1.0
     path = tmp_path / "c.toml"
