@@ -8,7 +8,8 @@ Each is timed as a whole process (start-up, data, training, evaluation, and what
 run directory and checkpoints, the script its plots every 100 epochs), one after the other, nothing else
 running. Both evaluate once per epoch of 10 steps: the script the validation set (its training figures are
 the running loss of the epoch's batches), grokrun the full training and validation sets. Prints the two
-times and grokrun's / published ratio; below 1 means grokrun's whole run is faster.
+times and grokrun's / published ratio; below 1 means grokrun's whole run is faster. With --phases, one more
+grokrun run (scripts/run_phases.py, after the timed pairs) breaks its whole process down by phase.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1000, help="optimization steps (a multiple of 10: whole epochs)")
     ap.add_argument("--repeats", type=int, default=1, help="back-to-back pairs; the medians are reported")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--phases", action="store_true", help="then one more grokrun run, timed phase by phase")
     args = ap.parse_args()
     script = args.published / "main.py"
     if not script.is_file():
@@ -53,14 +55,28 @@ def main() -> None:
             theirs.append(timed([sys.executable, str(script), "--label", f"bench{i}", "--seed", "0",
                                  "--budget", str(args.steps), "--filter", "ema", "--alpha", "0.98", "--lamb", "2.0",
                                  "--weight_decay", "0.005"], work, env))
-            ours.append(timed([sys.executable, "-m", "grokrun", "train", "--task", "modular", "--filter", "ema",
-                               "--seed", "0", "--max-steps", str(args.steps), "--device", args.device, "--quiet",
-                               "--out", str(work / "grokrun"), "--name", f"bench{i}"], Path.cwd(), env))
+            ours.append(timed([sys.executable, "-m", "grokrun", *ours_args(args, work / "grokrun", f"bench{i}")],
+                              Path.cwd(), env))
+        if args.phases:
+            phases = subprocess.run([sys.executable, str(Path(__file__).with_name("run_phases.py")),
+                                     *ours_args(args, work / "grokrun", "phases")], env=env, check=True,
+                                    stdout=subprocess.PIPE, text=True).stdout
     a, b = statistics.median(ours), statistics.median(theirs)
     print(f"whole run, {args.steps:,} EMA steps, seed 0, {args.device}, median of {args.repeats}:")
     print(f"  grokrun           {a:8.1f} s")
     print(f"  published script  {b:8.1f} s")
     print(f"  ratio grokrun / published: {a / b:.2f}")
+    if args.phases:
+        print("grokrun's run by phase (one more run):")
+        for line in phases.splitlines():
+            if line.startswith("phase\t"):
+                _, phase, seconds, share = line.split("\t")
+                print(f"  {phase:46s} {float(seconds):7.2f} s {float(share):5.1f}%")
+
+
+def ours_args(args, out: Path, name: str) -> list[str]:
+    return ["train", "--task", "modular", "--filter", "ema", "--seed", "0", "--max-steps", str(args.steps),
+            "--device", args.device, "--quiet", "--out", str(out), "--name", name]
 
 
 if __name__ == "__main__":
