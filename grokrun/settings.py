@@ -162,6 +162,8 @@ class RunBase:
     """float32 | float64 | bfloat16 (autocast); precision changes grokking, so it is never implicit."""
     cuda_graph: str = "auto"
     """auto | on | off: replay the training step as CUDA graphs (CUDA only). auto is off until the graph path has been checked on a GPU."""
+    compile: bool = False
+    """Run the model's forward and backward through torch.compile (one run at a time: not with seeds stacked or --cuda-graph on). Compiling takes tens of seconds; see docs/benchmarks.md for where it wins."""
     threads: int = 0
     """CPU threads for the run's math, the same whichever launcher runs it (train, --jobs N workers, Ray tasks): float32 results differ in their last digits between thread counts. 0 = this machine's cores (OMP_NUM_THREADS where set), made the number when the run is configured and recorded in config.json; --jobs N needs N x threads cores (1 suits sweeps)."""
     out: str = "results"

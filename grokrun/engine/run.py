@@ -95,6 +95,8 @@ class Run:
                 add_lora(tasks[-1].model, cfg.model.lora_rank, cfg.model.lora_alpha)
         if len(tasks) > 1 and not tasks[0].batchable:
             raise UserError(f"the {cfg.task} task cannot train seeds together; give one --seed at a time")
+        if cfg.compile:
+            _compile(tasks, cfg)
         return tasks
 
     def _build_optimizer(self) -> None:
@@ -292,6 +294,16 @@ class Run:
         self.active = [self.active[j] for j in keep]
         if self.graphs is not None:
             self.graphs.reset(self.compute, self.grad_filter)
+
+
+def _compile(tasks: list, cfg) -> None:
+    """--compile: the model's forward (and so its backward) through torch.compile, in place, so its state_dict,
+    checkpoints and snapshots keep their keys. One run's module only: a stack's vmapped step is another program."""
+    if len(tasks) > 1:
+        raise UserError("--compile compiles one run's model, not seeds stacked together; give one --seed")
+    if cfg.cuda_graph == "on":
+        raise UserError("--compile and --cuda-graph on are two ways to replay the step; choose one")
+    tasks[0].model.compile()
 
 
 def _check_rows(run_dir: Path, saved: dict[str, Any], step: int) -> None:

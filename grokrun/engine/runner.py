@@ -70,11 +70,12 @@ def group_runs(runs: list[tuple[Any, Path | None]], batch: bool = True,
         groups.setdefault(key, []).append((cfg, resume))
     units = []
     for members in groups.values():
-        name = members[0][0].task
-        stackable = batch and batchable(name)
+        name, compiled = members[0][0].task, members[0][0].compile
+        stackable = batch and batchable(name) and not compiled
         if batch and len(members) > 1 and not stackable and note:
-            note(f"the {name} task cannot train seeds together (its model cannot be stacked); "
-                 f"its {len(members)} seeds run one after another")
+            why = ("--compile compiles one run's model" if compiled
+                   else f"the {name} task cannot train seeds together (its model cannot be stacked)")
+            note(f"{why}; its {len(members)} seeds run one after another")
         if not stackable:
             units.extend([m] for m in members)
             continue

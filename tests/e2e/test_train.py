@@ -317,3 +317,42 @@ def test_the_training_set_is_scored_at_every_tenth_evaluation_and_the_last(cli, 
     assert all(r["train_acc"] for r in full)
     assert [r for r in full if int(r["step"]) in (0, 50, 60)] == [r for r in rows if r["train_acc"]]  # same values
     assert [r["val_acc"] for r in full] == [r["val_acc"] for r in rows]  # scoring never changes the training
+
+
+def test_compile_compiles_each_runs_own_model_and_never_stacks(cli, tmp_path, monkeypatch):
+    """--compile puts the run's module through torch.compile in place (so checkpoints keep their keys) and trains
+    the seeds of a command one after another, as a stack is another program; recorded in config.json."""
+    compiled = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(type(self).__name__))
+    result = run(cli, tmp_path, "--max-steps", "3", "--eval-every", "3", "--seeds", "0,1", "--compile")
+    assert result.exit_code == 0, result.output
+    assert compiled == ["Decoder", "Decoder"]
+    assert "--compile compiles one run's model; its 2 seeds run one after another" in result.output
+    configs = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/*/config.json")]
+    assert len(configs) == 2 and all(c["compile"] is True for c in configs)
+
+
+def test_compile_with_cuda_graphs_on_is_one_line(cli, tmp_path):
+    result = run(cli, tmp_path, "--max-steps", "3", "--compile", "--cuda-graph", "on")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: --compile and --cuda-graph on are two ways to replay the step; choose one"
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_a_compiled_run_trains_as_the_eager_one_does(cli, tmp_path):
+    """Through torch.compile for real (about 20 s of compiling here): the same run to within float32 rounding
+    (inductor fuses operations, so it cannot be equal), and its checkpoint loads into an uncompiled model."""
+    args = ("--max-steps", "40", "--eval-every", "10", "--seed", "0")
+    eager, compiled = run(cli, tmp_path, *args, "--name", "eager"), run(cli, tmp_path, *args, "--compile", "--name", "c")
+    assert eager.exit_code == compiled.exit_code == 0, compiled.output
+    a, b = metrics(tmp_path / "runs" / "eager"), metrics(tmp_path / "runs" / "c")
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for x, y in zip(a, b):
+        assert float(y["val_loss"]) == pytest.approx(float(x["val_loss"]), rel=1e-3)
+    from grokrun.models import load_weights
+    from grokrun.tasks import task
+    from grokrun.config import resolve
+
+    cfg = resolve(tmp_path / "runs" / "c" / "config.json", {})
+    load_weights(task("modular").build_model(cfg.modular), tmp_path / "runs" / "c")
