@@ -7,7 +7,7 @@ single run's step, so the speedup is N x single / stacked. Evaluation is not tim
 same way). MNIST needs no real data: IDX files of MNIST's sizes with random pixels are written to a
 temporary folder.
 
-    python scripts/bench_batched.py [--task modular|mnist] [--device cpu|cuda] [--seeds-list 1,4,16,64]
+    python scripts/bench_batched.py [--task modular|mnist|parity] [--device cpu|cuda] [--seeds-list 1,4,16,64]
                                     [--steps 10] [--rounds 3] [--cuda-graph]
 
 On CUDA, --cuda-graph also times each with the step replayed from CUDA graphs (grokrun.graphs): columns for
@@ -51,7 +51,7 @@ def time_steps(run: Run, steps: int, device: torch.device, start: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", default="modular", choices=("modular", "mnist"))
+    parser.add_argument("--task", default="modular", choices=("modular", "mnist", "parity"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seeds-list", default="1,4,16,64")
     parser.add_argument("--steps", type=int, default=10, help="steps per timed block")

@@ -3,7 +3,7 @@
     python scripts/check_graphs.py [--device cuda] [--out /tmp/graph-check]
 
 For modular arithmetic (a small table, 300 steps, evaluation every 10), each filter (none, EMA, MA with a
-window of 20, so its laps close inside the run) and one seed and a stack of four: trains with graphs off and
+window of 20, so its laps close inside the run, ⊥Grad, and the chain ⊥Grad then EMA) and one seed and a stack of four: trains with graphs off and
 on and prints, per run, the status and the largest relative difference in validation loss over the
 evaluations. They cannot be equal: with graphs, Adam runs capturable (its bias corrections computed on the
 device), which rounds differently. Then the published modular EMA run (seed 0, to 95%) with graphs on, to set
@@ -28,7 +28,7 @@ from grokrun.engine import train_seeds
 SMALL = {"task": "modular", "modular.op": "add", "modular.p": 23, "modular.train_frac": 0.8, "modular.width": 64,
          "modular.layers": 1, "train.batch_size": 128, "optim.lr": 3e-3, "optim.name": "adamw",
          "optim.weight_decay": 1.0, "train.max_steps": 300, "train.eval_every": 10}
-FILTERS = {"none": {}, "ema": {}, "ma": {"filter.window_size": 20}}
+FILTERS = {"none": {}, "ema": {}, "ma": {"filter.window_size": 20}, "orthograd": {}, "orthograd,ema": {}}
 
 
 def val_losses(run_dir: Path) -> dict[int, float]:
@@ -42,26 +42,29 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", type=Path, default=Path("/tmp/grokrun-graph-check"))
+    parser.add_argument("--steps", type=int, default=300, help="steps per run (fewer: to check this script)")
     args = parser.parse_args()
     graphs_too = args.device == "cuda" and torch.cuda.is_available()
     failures = 0
-    print(f"{'filter':6} {'seeds':>5} {'status off/on':32} {'max rel diff val loss (<=100 / all)':>36} "
+    print(f"{'filter':13} {'seeds':>5} {'status off/on':32} {'max rel diff val loss (<=100 / all)':>36} "
           f"{'ms/step off':>12} {'on':>8}")
     for name, extra in FILTERS.items():
         for seeds in ([0], [0, 1, 2, 3]):
             results = {}
             for mode in ("off", "on") if graphs_too else ("off",):
                 cfg = resolve(None, {**SMALL, **extra, "filter.name": name, "device": args.device,
-                                     "cuda_graph": mode, "out": str(args.out / f"{name}-{len(seeds)}-{mode}")})
+                                     "train.max_steps": args.steps,
+                                     "cuda_graph": mode,
+                                     "out": str(args.out / f"{name.replace(',', '+')}-{len(seeds)}-{mode}")})
                 try:
                     results[mode] = train_seeds([dataclasses.replace(cfg, seed=s) for s in seeds], quiet=True)
                 except Exception as e:  # a check script: report and go on
-                    print(f"{name:6} {len(seeds):>5} FAILED with --cuda-graph {mode}: {type(e).__name__}: {e}")
+                    print(f"{name:13} {len(seeds):>5} FAILED with --cuda-graph {mode}: {type(e).__name__}: {e}")
                     failures += 1
             if "off" not in results or "on" not in results:
                 if "off" in results:
                     s = results["off"][0][1]
-                    print(f"{name:6} {len(seeds):>5} {s['status']:32} {'(no CUDA: eager only)':>36} "
+                    print(f"{name:13} {len(seeds):>5} {s['status']:32} {'(no CUDA: eager only)':>36} "
                           f"{s['ms_per_step']:>12.2f}")
                 continue
             early = whole = 0.0
@@ -75,7 +78,7 @@ def main() -> int:
                 failures += s_off["status"] != s_on["status"]
             s_off, s_on = results["off"][0][1], results["on"][0][1]
             failures += early > 0.01
-            print(f"{name:6} {len(seeds):>5} {s_off['status'] + '/' + s_on['status']:32} "
+            print(f"{name:13} {len(seeds):>5} {s_off['status'] + '/' + s_on['status']:32} "
                   f"{f'{early:.2e} / {whole:.2e}':>36} {s_off['ms_per_step']:>12.2f} {s_on['ms_per_step']:>8.2f}")
     if graphs_too:
         cfg = resolve(None, {"task": "modular", "filter.name": "ema", "train.stop_at_acc": 0.95,
