@@ -3,12 +3,21 @@ format, for tests of what reads them (table, plot)."""
 
 import csv
 import json
+import os
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # (before torch is imported: it reads this once)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # a worker per core, a thread per worker; runs take it as default
 
 import pytest
 from typer.testing import CliRunner
 
 from grokrun import plugins
 from grokrun.cli import app_for
+
+
+def pytest_collection_modifyitems(items):
+    """The slow tests first, so that the workers start them early and the suite ends with its short tests."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(autouse=True)

@@ -70,7 +70,7 @@ def test_only_runs_with_nothing_to_draw_is_exit_2(cli, tmp_path):
 
 # 2 --------------------------------------------------------------------------------------------------------
 
-def test_bracketed_names_and_paths_are_printed_as_they_are(cli, tmp_path):
+def test_bracketed_names_and_paths_are_printed_as_they_are(cli, tmp_path, monkeypatch):
     result = train(cli, tmp_path / "runs", "--max-steps", "2", "--name", "[bold]myrun")
     assert result.exit_code == 0
     assert f"run: {tmp_path / 'runs' / '[bold]myrun'} (completed after 2 steps)" in result.stdout
@@ -79,7 +79,10 @@ def test_bracketed_names_and_paths_are_printed_as_they_are(cli, tmp_path):
     out = tmp_path / "variants"
     for steps, folder in ((4, "a"), (8, "b")):  # two variants both named "v": the table tells them apart
         assert train(cli, out / folder, "--max-steps", steps, "--name", "v-seed0").exit_code == 0
-    table = cli(["compare", out], env={"COLUMNS": "300"})
+    from grokrun import cli as command_line
+
+    monkeypatch.setattr(command_line.out, "_width", 300)  # a wide terminal (its width is read when grokrun starts)
+    table = cli(["compare", out])
     assert table.exit_code == 0
     assert "v [train.max_steps=8]" in table.stdout  # the names that tell variants apart
 

@@ -16,10 +16,10 @@ from grokrun import checkpoint
 from grokrun.results import CHECKPOINT, atomic_write, write_json_atomic
 
 
-# The engine tests' small problem, long enough (about 5 s) to be interrupted part-way from outside.
+# The engine tests' small problem, long enough (about 2 s) to be interrupted part-way from outside.
 ARGS = ["--task", "modular", "--op", "add", "--p", "23", "--train-frac", "0.8", "--width", "64", "--layers", "1",
         "--batch-size", "128", "--lr", "3e-3", "--optimizer", "adamw", "--weight-decay", "1.0", "--filter", "ema",
-        "--eval-every", "25", "--max-steps", "1500", "--quiet"]
+        "--eval-every", "25", "--max-steps", "700", "--quiet"]
 
 
 def train(cli, *args):
@@ -54,7 +54,7 @@ def test_sigint_then_resume_gives_the_uninterrupted_run(cli, tmp_path):
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stdout + stderr
     s = summary(cut)
-    assert s["status"] == "interrupted" and 275 <= s["steps"] < 1500, s
+    assert s["status"] == "interrupted" and 275 <= s["steps"] < 700, s
     assert f"continue with: grokrun train --resume {cut}" in stdout
 
     resumed = train(cli, "--resume", str(cut))
@@ -63,13 +63,13 @@ def test_sigint_then_resume_gives_the_uninterrupted_run(cli, tmp_path):
     assert full.exit_code == 0, full.output
     assert rows(cut) == rows(out / "full")  # row for row, every column but wall-clock
     a, b = summary(cut), summary(out / "full")
-    assert a["status"] == b["status"] == "completed" and a["steps"] == b["steps"] == 1500
+    assert a["status"] == b["status"] == "completed" and a["steps"] == b["steps"] == 700
     assert a["steps_to_val_acc"] == b["steps_to_val_acc"] and a["min_val_loss"] == b["min_val_loss"]
     assert a["wall_s"] > 0 and a["ms_per_step"] > 0
 
     again = train(cli, "--resume", str(cut))
     assert again.exit_code == 0 and again.stdout.strip() == (
-        f"{cut} has already ended (completed after 1,500 steps); nothing to resume")
+        f"{cut} has already ended (completed after 700 steps); nothing to resume")
 
 
 def test_a_crash_after_a_checkpoint_resumes_from_it(cli, tmp_path, monkeypatch):
@@ -106,7 +106,7 @@ def test_a_crash_after_a_checkpoint_resumes_from_it(cli, tmp_path, monkeypatch):
 ])
 def test_a_damaged_or_missing_checkpoint_is_one_clear_line(cli, damage, message, tmp_path):
     out = tmp_path / "runs"
-    short = [a if a != "1500" else "50" for a in ARGS]
+    short = [a if a != "700" else "50" for a in ARGS]
     assert train(cli, *short, "--out", str(out), "--name", "r").exit_code == 0
     path = out / "r"
     s = summary(path)

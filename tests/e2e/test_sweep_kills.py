@@ -58,7 +58,7 @@ def sweep_process(out: Path, *extra: str) -> subprocess.Popen:
 
 def test_a_killed_parallel_sweep_leaves_no_worker_and_the_same_command_finishes_it(cli, tmp_path):
     out = tmp_path / "swq"
-    proc = sweep_process(out, "--max-steps", "400", "--jobs", "2", "--threads", "1")
+    proc = sweep_process(out, "--max-steps", "200", "--jobs", "2", "--threads", "1")
     try:
         wait_for(lambda: started_runs(out) >= 1, 120, "the workers to train")
         workers = children(proc.pid)
@@ -69,7 +69,7 @@ def test_a_killed_parallel_sweep_leaves_no_worker_and_the_same_command_finishes_
     finally:
         if proc.poll() is None:
             proc.kill()
-    result = cli(["sweep", *SMALL, *GRID, "--max-steps", "400", "--jobs", "2", "--threads", "1", "--out", out])
+    result = cli(["sweep", *SMALL, *GRID, "--max-steps", "200", "--jobs", "2", "--threads", "1", "--out", out])
     assert result.exit_code == 0, result.output
     runs = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert runs == sorted(f"lr={lr}-seed{s}" for lr in ("0.001", "0.002", "0.003", "0.004") for s in (0, 1))
@@ -78,7 +78,7 @@ def test_a_killed_parallel_sweep_leaves_no_worker_and_the_same_command_finishes_
     assert len(rows) == 8 and sorted(r["run_dir"] for r in rows) == runs  # each point exactly once
     for run in runs:
         summary = json.loads((out / run / "summary.json").read_text())
-        assert summary["status"] == "completed" and summary["steps"] == 400
+        assert summary["status"] == "completed" and summary["steps"] == 200
 
 
 def test_a_folder_in_use_is_refused_and_a_foreign_grid_too(cli, tmp_path):

@@ -13,6 +13,8 @@ import torch
 
 from grokrun.settings import machine_threads
 
+pytestmark = pytest.mark.xdist_group("ray")  # one worker runs every Ray test: one Ray instance at a time
+
 TINY = ["--task", "modular", "--op", "add", "--p", "11", "--width", "16", "--layers", "1", "--heads", "2",
         "--batch-size", "32", "--eval-every", "4", "--quiet"]
 

@@ -289,14 +289,16 @@ def test_grokking_delay_by_hand():
 
 
 @pytest.mark.slow
-def test_published_ema_run_groks_within_1200_steps(cli, tmp_path):
-    """The headline reproduction, seed 0 (about a minute on 2 CPU cores).
-
-    Seed 0 of the published script takes 910 steps; grokrun draws the same weights, split and batches,
-    so it should too. The bound is the issue's median target, not 910 exactly: floating-point rounding
-    differs across CPUs and torch versions, and the count is chaotic in it.
+@pytest.mark.parametrize("seed", [0, 2])
+def test_published_ema_run_groks_within_1200_steps(cli, tmp_path, seed):
+    """The headline reproduction: the published EMA run (about a minute and a half on one core), seeds 0 and 2;
+    both within the issue's bound puts the median of seeds 0-2 within it. The published script takes 910, 1,340
+    and 920 steps for seeds 0, 1 and 2 (docs/studies/grokfast.md); grokrun draws the same weights, split and
+    batches, so it should too. The bound is not the exact count: floating-point rounding differs across CPUs,
+    thread counts and torch versions, and the count is chaotic in it. (Stacked seeds are checked against seeds
+    alone in float64 in tests/unit/test_stacking.py.)
     """
-    result = cli(["train", "--task", "modular", "--filter", "ema", "--stop-at-acc", "0.95",
+    result = cli(["train", "--task", "modular", "--filter", "ema", "--seed", seed, "--stop-at-acc", "0.95",
                   "--max-steps", "2000", "--out", str(tmp_path), "--quiet"])
     assert result.exit_code == 0, result.output
     s = summary(run_dir_of(result))
