@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Callable
 
 from grokrun.errors import UserError
+from grokrun.muon import muon
 
 
 def adam(o, params):
@@ -23,6 +24,7 @@ def adam(o, params):
 
 
 adam.decay = "coupled"  # how each optimizer decays: added to the gradient, or taken off the weights (--decay-to)
+adam.stacks = True  # elementwise: seeds stacked on a leading axis step exactly as alone (grokrun.stacking)
 
 
 def adamw(o, params):
@@ -33,6 +35,7 @@ def adamw(o, params):
 
 
 adamw.decay = "decoupled"
+adamw.stacks = True
 
 
 def sgd(o, params):
@@ -43,8 +46,9 @@ def sgd(o, params):
 
 
 sgd.decay = "coupled"
+sgd.stacks = True
 
-OPTIMIZERS: dict[str, Callable] = {"adam": adam, "adamw": adamw, "sgd": sgd}
+OPTIMIZERS: dict[str, Callable] = {"adam": adam, "adamw": adamw, "sgd": sgd, "muon": muon}
 
 
 def optimizer(name: str):
@@ -56,14 +60,26 @@ def optimizer(name: str):
     return mark
 
 
-def make_optimizer(o, params: list):
+def stacks(name: str) -> bool:
+    """Whether seeds stacked on a leading axis step with this optimizer exactly as alone: it says so
+    (``build.stacks = True``, the elementwise ones); any other trains its seeds one after another."""
+    return bool(getattr(OPTIMIZERS.get(name), "stacks", False))
+
+
+def make_optimizer(o, params: list, names: list[str] | None = None, model=None):
     """The optimizer an OptimConfig names, over ``params``; with ``decay_to == "init"``, its weight decay pulls
-    toward the initial weights (DecayToInit) instead of zero."""
+    toward the initial weights (DecayToInit) instead of zero. A builder that sets ``needs_model`` gets the
+    (name, parameter) pairs and the module (one run's) instead of the parameters alone."""
     import dataclasses
 
     if o.name not in OPTIMIZERS:
         raise UserError(f"unknown optimizer {o.name!r}; choose one of: {', '.join(OPTIMIZERS)}")
     build = OPTIMIZERS[o.name]
+    if getattr(build, "needs_model", False):
+        if model is None:
+            raise UserError(f"the {o.name} optimizer steps one run's model, not seeds stacked together")
+        inner = build
+        build = lambda o, params: inner(o, list(zip(names, params)), model)  # noqa: E731
     if getattr(o, "decay_to", "zero") == "zero" or not o.weight_decay:
         return build(o, params)
     form = getattr(build, "decay", None)

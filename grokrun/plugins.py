@@ -254,8 +254,10 @@ def check_loss(name: str, entry: Any) -> str | None:
 def check_optimizer(name: str, build: Any) -> str | None:
     if not isinstance(name, str) or not name.isidentifier():
         return f"needs a plain name, got {name!r}"
-    if not callable(build) or len(inspect.signature(build).parameters) != 2:
-        return "must be a function build(optim_settings, params) -> torch optimizer"
+    wanted = 3 if getattr(build, "needs_model", False) else 2
+    if not callable(build) or len(inspect.signature(build).parameters) != wanted:
+        return ("must be a function build(optim_settings, params) -> torch optimizer (with needs_model = True: "
+                "build(optim_settings, named_params, model))")
     return None
 
 

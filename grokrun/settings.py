@@ -64,6 +64,12 @@ class OptimConfig:
     """Linear learning-rate warmup over the first N updates, as published: update k runs at (k-1)/N of the rate."""
     clip_grad: float = 0.0
     """Clip the gradient's total L2 norm to this before the filter sees it (0 = no clipping)."""
+    muon_lr: float = 0.02
+    """--optimizer muon: the learning rate of Muon's matrices (--lr is AdamW's, for the rest)."""
+    muon_momentum: float = 0.95
+    """--optimizer muon: Muon's momentum (Nesterov)."""
+    ns_steps: int = 5
+    """--optimizer muon: Newton-Schulz iterations that orthogonalize each update."""
 
     def check(self) -> None:
         check_choice("optimizer", self.name, OPTIMIZERS)
@@ -75,6 +81,9 @@ class OptimConfig:
         check_range("warmup-steps", 0 <= self.warmup_steps <= MAX_STEPS, f"in [0, {MAX_STEPS:,}]", self.warmup_steps)
         check_range("clip-grad", self.clip_grad >= 0, ">= 0 (0 = no clipping)", self.clip_grad)
         check_choice("decay target", self.decay_to, ("zero", "init"))
+        check_range("muon-lr", self.muon_lr > 0, "> 0", self.muon_lr)
+        check_range("muon-momentum", 0.0 <= self.muon_momentum < 1.0, "in [0, 1)", self.muon_momentum)
+        check_range("ns-steps", 1 <= self.ns_steps <= 100, "in [1, 100]", self.ns_steps)
 
 
 @dataclass

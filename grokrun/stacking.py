@@ -44,7 +44,7 @@ class Single:
 
     def __init__(self, task: Task):
         self.task, self.model, self.n = task, task.model, 1
-        self.params = list(self.model.parameters())
+        self.names, self.params = map(list, zip(*self.model.named_parameters()))
 
     def batch(self, idxs: list[Tensor]) -> Tensor:
         return idxs[0]

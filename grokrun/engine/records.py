@@ -111,6 +111,8 @@ def finish(run, i: int, status: str, step: int, diverged_at: int | None) -> dict
     }
     if len(run.cfgs) > 1:  # time and memory were the stack's, shared by these seeds
         summary["trained_with"] = len(run.cfgs)
+    if getattr(run.optimizer, "groups", None):  # an optimizer of several parts (muon): which parameters each took
+        summary["optimizer_groups"] = run.optimizer.groups
     run.writers[i].finish(summary)
     run.summaries[i] = summary
     return summary

@@ -101,7 +101,8 @@ class Run:
 
     def _build_optimizer(self) -> None:
         cfg = self.cfg
-        self.optimizer = make_optimizer(cfg.optim, self.models.params)
+        self.optimizer = make_optimizer(cfg.optim, self.models.params, self.models.names,
+                                        None if self.models.stacked else self.models.model)
         if self.graphs is not None:
             graphs.make_capturable(self.optimizer)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_factor(cfg.optim.warmup_steps))

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from grokrun import checkpoint
+from grokrun.optim import stacks
 from grokrun.resume import resumable_settings
 from grokrun.settings import machine_threads
 
@@ -70,11 +71,14 @@ def group_runs(runs: list[tuple[Any, Path | None]], batch: bool = True,
         groups.setdefault(key, []).append((cfg, resume))
     units = []
     for members in groups.values():
-        name, compiled = members[0][0].task, members[0][0].compile
-        stackable = batch and batchable(name) and not compiled
+        first = members[0][0]
+        name, compiled, elementwise = first.task, first.compile, stacks(first.optim.name)
+        stackable = batch and batchable(name) and not compiled and elementwise
         if batch and len(members) > 1 and not stackable and note:
             why = ("--compile compiles one run's model" if compiled
-                   else f"the {name} task cannot train seeds together (its model cannot be stacked)")
+                   else f"the {name} task cannot train seeds together (its model cannot be stacked)"
+                   if not batchable(name) else f"the {first.optim.name} optimizer is not elementwise (stacked seeds "
+                   "would not step as alone)")
             note(f"{why}; its {len(members)} seeds run one after another")
         if not stackable:
             units.extend([m] for m in members)

@@ -90,7 +90,7 @@ def test_help_lists_the_plugin_beside_the_built_ins(cli, plugin):
     assert "--hb-gain" in text and "--n-bits" in text
     assert re.search(r"One of: modular, mnist, imdb, qm9, parity, majority", text)
     assert re.search(r"One of: none, ema, ma, orthograd, heavyball", text)
-    assert re.search(r"One of: adam, adamw, sgd, nesterov", text)
+    assert re.search(r"One of: adam, adamw, sgd, muon, nesterov", text)
     from grokrun import plugins
 
     plugins.reset()  # (as a new process starts): without --plugin, none of it
