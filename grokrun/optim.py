@@ -172,6 +172,15 @@ class DecayToInit(StepHook):
         self.initial = [s.to(p.device, p.dtype) for s, p in zip(saved, self.params())]
 
 
+def lr_factor(warmup_steps: int, normalized: float = 1.0, start: int = 0):
+    """LambdaLR's factor for update i + 1: the warmup's, times ``normalized`` (1 / (1 + lamb) with
+    --normalize-lr) from the first update the filter amplifies (update start + 1) on."""
+    warmup = warmup_factor(warmup_steps)
+    if normalized == 1.0:
+        return warmup
+    return lambda i: warmup(i) * (normalized if i >= start else 1.0)
+
+
 def warmup_factor(warmup_steps: int):
     """Learning-rate factor for LambdaLR, whose counter is 0 at step 1: step s uses min((s - 1) / warmup, 1).
 

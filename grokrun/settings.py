@@ -36,6 +36,8 @@ class FilterBase:
     """Gradient filter (none: the baseline); several apply in order, comma-separated (orthograd,ema)."""
     start: int = 0
     """Withhold amplification for the first K steps; the filter state still updates."""
+    normalize_lr: bool = False
+    """Divide the learning rate by 1 + lamb while a filter that amplifies (ema, ma) does: the fair-step side that lucidrains/grokfast-pytorch's normalize_lr takes (--lr-matched in compare takes the other)."""
 
     def check(self) -> None:
         check_filter(self.name)

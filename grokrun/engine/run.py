@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from grokrun.filters import make as make_filter
 from grokrun.filters.base import state_to
 from grokrun.measure import StepTimer, pick_device, reset_peak_memory, synchronize
 from grokrun.models import add_lora, load_weights, parameter_counts
-from grokrun.optim import make_optimizer, warmup_factor
+from grokrun.optim import lr_factor, make_optimizer
 from grokrun.results import CHECKPOINT, METRICS, SUMMARY, RunWriter, new_run_dir, read_metrics
 from grokrun.stacking import Single, Stacked, stack_filter, stack_optimizer
 from grokrun.tasks import task
@@ -69,7 +70,9 @@ class Run:
         self._build_optimizer()
         if graphs.wanted(cfg.cuda_graph, self.device, self.grad_filter, tasks[0]):
             graphs.make_capturable(self.optimizer)
-            self.graphs = graphs.StepGraphs(self.compute, self.grad_filter, cfg.optim.warmup_steps)
+            # (captured once the rate is constant: after the warmup, and after --normalize-lr's change)
+            constant_after = max(cfg.optim.warmup_steps, cfg.filter.start if self.normalized != 1.0 else 0)
+            self.graphs = graphs.StepGraphs(self.compute, self.grad_filter, constant_after)
         self.active = list(range(len(cfgs)))  # the seeds still training, in the order of the stack
         self.evals = eval_steps(cfg.train, self.batches[0].steps_per_epoch)
         self.saves = checkpoint_steps(cfg.train)
@@ -105,7 +108,9 @@ class Run:
                                         None if self.models.stacked else self.models.model)
         if self.graphs is not None:
             graphs.make_capturable(self.optimizer)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_factor(cfg.optim.warmup_steps))
+        self.normalized = normalized_rate(cfg.filter)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_factor(cfg.optim.warmup_steps, self.normalized, cfg.filter.start))
         self.grad_filter = make_filter(cfg.filter)
         self.grad_filter.set_stacked_seeds(self.models.stacked)
 
@@ -295,6 +300,14 @@ class Run:
         self.active = [self.active[j] for j in keep]
         if self.graphs is not None:
             self.graphs.reset(self.compute, self.grad_filter)
+
+
+def normalized_rate(f) -> float:
+    """--normalize-lr: 1 / (1 + lamb) where one of the filters amplifies by lamb (its Settings has lamb), else 1."""
+    from grokrun.filters import FILTERS, parts
+
+    amplifies = any("lamb" in {g.name for g in fields(FILTERS[p].Settings)} for p in parts(f.name) if p in FILTERS)
+    return 1.0 / (1.0 + f.lamb) if f.normalize_lr and amplifies and getattr(f, "lamb", 0) else 1.0
 
 
 def _compile(tasks: list, cfg) -> None:

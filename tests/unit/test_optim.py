@@ -87,3 +87,28 @@ def test_the_initial_weights_survive_a_resume_and_a_stack(cli, tmp_path, monkeyp
     assert cli(["train", "--resume", tmp_path / "stack-cut", "--quiet"]).exit_code == 0
     for s in (0, 1):
         assert rows(tmp_path / "stack-cut" / f"seed{s}") == rows(tmp_path / "stack" / f"seed{s}")
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
+def test_normalize_lr_divides_the_rate_by_one_plus_lamb_from_the_first_amplified_step():
+    """--normalize-lr with --filter-start 20 and a warmup of 10: updates 1-10 warm up, 11-20 run at lr, and from
+    update 21 (the first the filter amplifies) at lr / (1 + lamb); a filter that does not amplify keeps lr."""
+    from grokrun.engine.run import Run
+
+    def rates(filter_name, **more):
+        cfg = resolve(None, {"task": "modular", "modular.p": 11, "filter.name": filter_name, "filter.normalize_lr": True,
+                             "filter.start": 20, "filter.lamb": 3.0, "optim.lr": 0.004, **more})
+        run = Run([cfg])
+        seen = []
+        for _ in range(30):
+            seen.append(run.optimizer.param_groups[0]["lr"])
+            run.scheduler.step()
+        return seen
+
+    ema = rates("ema")
+    assert ema[:11] == pytest.approx([0.004 * k / 10 for k in range(11)])
+    assert ema[11:20] == pytest.approx([0.004] * 9) and ema[20:] == pytest.approx([0.001] * 10)
+    assert rates("orthograd,ma", **{"filter.window_size": 5})[20:] == pytest.approx([0.001] * 10)  # a chain: its MA
+    assert rates("orthograd")[20:] == pytest.approx([0.004] * 10) and rates("none")[20:] == pytest.approx([0.004] * 10)
+    off = resolve(None, {"task": "modular", "modular.p": 11, "filter.name": "ema", "filter.start": 20})
+    assert Run([off]).normalized == 1.0
