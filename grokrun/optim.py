@@ -72,9 +72,12 @@ def make_optimizer(o, params: list, names: list[str] | None = None, model=None):
     (name, parameter) pairs and the module (one run's) instead of the parameters alone."""
     import dataclasses
 
-    if o.name not in OPTIMIZERS:
-        raise UserError(f"unknown optimizer {o.name!r}; choose one of: {', '.join(OPTIMIZERS)}")
-    build = OPTIMIZERS[o.name]
+    from grokrun import optimizer_library
+
+    build = OPTIMIZERS.get(o.name)
+    if build is None:
+        optimizer_library.check(o, list(OPTIMIZERS))  # UserError for an unknown name or argument
+        build = optimizer_library.build
     if getattr(build, "needs_model", False):
         if model is None:
             raise UserError(f"the {o.name} optimizer steps one run's model, not seeds stacked together")

@@ -17,6 +17,7 @@ from grokrun.engine.schedules import snapshot_steps
 from grokrun.errors import UserError, check_choice, check_range
 from grokrun.filters import FILTERS
 from grokrun.filters import check_name as check_filter
+from grokrun import optimizer_library
 from grokrun.optim import OPTIMIZERS
 from grokrun.results import CHECKPOINT
 from grokrun.tasks import TASKS
@@ -49,7 +50,7 @@ class FilterBase:
 @dataclass
 class OptimConfig:
     name: str = "adam"
-    """Optimizer (adam couples weight decay as L2, as the Grokfast modular script; adamw decouples it)."""
+    """Optimizer (adam: L2 decay, as Grokfast's modular script; adamw: decoupled), or pytorch_optimizer's by name."""
     lr: float = 1e-3
     """Peak learning rate."""
     beta1: float = 0.9
@@ -72,9 +73,18 @@ class OptimConfig:
     """--optimizer muon: Muon's momentum (Nesterov)."""
     ns_steps: int = 5
     """--optimizer muon: Newton-Schulz iterations that orthogonalize each update."""
+    optimizer_args: str = ""
+    """An optimizer of pytorch_optimizer (any --optimizer not built in: pip install 'grokrun[optimizers]'): its arguments besides --lr and --weight-decay, as TOML: "betas = [0.95, 0.98], weight_decouple = false"."""
 
     def check(self) -> None:
-        check_choice("optimizer", self.name, OPTIMIZERS)
+        if self.name in OPTIMIZERS:
+            if self.optimizer_args:
+                raise UserError(f"--optimizer-args is for pytorch_optimizer's optimizers; {self.name}'s settings "
+                                "have flags of their own")
+        elif not isinstance(self.name, str):
+            check_choice("optimizer", self.name, OPTIMIZERS)
+        else:
+            optimizer_library.check(self, list(OPTIMIZERS))
         check_range("lr", self.lr > 0, "> 0", self.lr)
         check_range("beta1", 0.0 <= self.beta1 < 1.0, "in [0, 1)", self.beta1)
         check_range("beta2", 0.0 <= self.beta2 < 1.0, "in [0, 1)", self.beta2)

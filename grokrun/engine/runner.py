@@ -77,8 +77,8 @@ def group_runs(runs: list[tuple[Any, Path | None]], batch: bool = True,
         if batch and len(members) > 1 and not stackable and note:
             why = ("--compile compiles one run's model" if compiled
                    else f"the {name} task cannot train seeds together (its model cannot be stacked)"
-                   if not batchable(name) else f"the {first.optim.name} optimizer is not elementwise (stacked seeds "
-                   "would not step as alone)")
+                   if not batchable(name) else f"the {first.optim.name} optimizer is not known to step stacked seeds "
+                   "as alone")
             note(f"{why}; its {len(members)} seeds run one after another")
         if not stackable:
             units.extend([m] for m in members)

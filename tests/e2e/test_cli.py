@@ -11,7 +11,7 @@ BAD = [
     (["--task", "chess"], "unknown task 'chess'; choose one of: modular"),
     (["--filter", "kalman"], "unknown filter 'kalman'; choose one of: none, ema, ma, orthograd, or several in order, comma-separated (orthograd,ema; in a sweep's list, orthograd+ema)"),
     (["--op", "pow"], "unknown op 'pow'; choose one of: add, sub, mul, div"),
-    (["--optimizer", "lion"], "unknown optimizer 'lion'; choose one of: adam, adamw, sgd, muon"),
+    (["--optimizer", "lino"], "unknown optimizer 'lino'; choose one of: adam, adamw, sgd, muon, or pytorch_optimizer's: a2grad"),
     (["--filter", "ema", "--alpha", "1.0"], "--alpha must be in [0, 1), got 1.0"),
     (["--filter", "ema", "--alpha", "-0.5"], "--alpha must be in [0, 1), got -0.5"),
     (["--filter", "ema", "--lamb", "-1"], "--lamb must be >= 0, got -1.0"),

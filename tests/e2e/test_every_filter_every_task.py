@@ -102,7 +102,7 @@ def test_every_filter_trains_every_task_and_is_named_in_titles_and_legends(
 
 def test_an_unknown_optimizer_is_an_error_never_another_optimizer():
     params = [torch.nn.Parameter(torch.zeros(2))]
-    settings = SimpleNamespace(name="lion", lr=1e-3, beta1=0.9, beta2=0.99, weight_decay=0.0)
-    with pytest.raises(UserError, match="unknown optimizer 'lion'; choose one of: adam, adamw, sgd, muon"):
+    settings = SimpleNamespace(name="lino", lr=1e-3, beta1=0.9, beta2=0.99, weight_decay=0.0, optimizer_args="")
+    with pytest.raises(UserError, match="unknown optimizer 'lino'; choose one of: adam, adamw, sgd, muon, or "):
         make_optimizer(settings, params)
     assert type(make_optimizer(SimpleNamespace(**{**vars(settings), "name": "sgd"}), params)).__name__ == "SGD"

@@ -61,7 +61,7 @@ def test_muon_groks_the_small_problem_and_lists_its_groups(cli, tmp_path):
 def test_seeds_train_one_after_another_each_as_alone(cli, tmp_path):
     result = cli(["train", *SMALL, "--max-steps", "12", "--eval-every", "4", "--seeds", "0,1", "--out", tmp_path / "s"])
     assert result.exit_code == 0, result.output
-    assert "the muon optimizer is not elementwise (stacked seeds would not step as alone); its 2 seeds run one " \
+    assert "the muon optimizer is not known to step stacked seeds as alone; its 2 seeds run one " \
            "after another" in result.output
     alone = cli(["train", *SMALL, "--max-steps", "12", "--eval-every", "4", "--seed", "1", "--out", tmp_path / "a",
                  "--name", "one"])
