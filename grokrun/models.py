@@ -16,7 +16,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 NODE_FEATURES, EDGE_FEATURES = 11, 4  # QM9's atom and bond features, as torch_geometric encodes them
-ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}  # the decoder's and the pair MLP's choices
+class Quadratic(nn.Module):
+    """x -> x², the units of GrokAlign's modular-arithmetic network (one hidden layer of 256)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * x
+
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "quadratic": Quadratic}  # the decoder's and the MLPs' choices
 
 
 def scale_init(model: nn.Module, factor: float) -> nn.Module:

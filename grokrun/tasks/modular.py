@@ -86,7 +86,7 @@ MODULAR_OPS = {
 NEEDS_PRIME = ("div",)
 BLOCKS = ("grokfast", "prenorm")  # see models.Block
 ARCHS = ("decoder", "mlp")
-ACTIVATIONS = ("gelu", "relu")  # models.ACTIVATIONS, named here so --help needs no torch
+ACTIVATIONS = ("gelu", "relu", "quadratic")  # models.ACTIVATIONS, named here so --help needs no torch (a test checks)
 INITS = ("torch", "nanda")  # models.Decoder's
 
 

@@ -222,6 +222,28 @@ def test_pair_mlp_is_prieto_et_al_s_mlp_on_the_two_hot_input():
     assert torch.allclose(model(x), reference(two_hot), rtol=0, atol=1e-12)
 
 
+def test_quadratic_units_square_and_the_pair_mlp_with_them_learns(cli, tmp_path):
+    """--activation quadratic (GrokAlign's modular network: one hidden layer of quadratic units on the one-hot
+    pair): x -> x², and x + y mod 23 on it fits over 90% of its training set in 400 steps (0.95 here)."""
+    from grokrun import models
+    from grokrun.models import PairMLP
+    from grokrun.tasks import modular
+
+    assert sorted(modular.ACTIVATIONS) == sorted(models.ACTIVATIONS)  # (named twice so that --help needs no torch)
+    model = PairMLP(7, 5, 1, "quadratic")
+    assert [type(m).__name__ for m in model.rest] == ["Quadratic", "Linear"]
+    z = torch.tensor([-2.0, 0.5, 3.0])
+    assert torch.equal(model.rest[0](z), z * z)
+    result = cli(["train", "--task", "modular", "--arch", "mlp", "--op", "add", "--p", "23", "--train-frac", "0.5",
+                  "--width", "256", "--layers", "1", "--activation", "quadratic", "--batch-size", "32",
+                  "--optimizer", "adamw", "--lr", "1e-3", "--weight-decay", "0.1", "--max-steps", "400",
+                  "--eval-every", "50", "--quiet", "--out", tmp_path, "--name", "q"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    assert json.loads((tmp_path / "q" / "summary.json").read_text())["final"]["train_acc"] > 0.9  # (chance: 1/23)
+
+
 def test_decoder_options_for_nanda_et_al_s_model():
     from grokrun.tasks.modular import build_model
 
