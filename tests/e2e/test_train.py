@@ -88,7 +88,7 @@ def test_run_directory_contract(cli, tmp_path):
     assert float(rows[0]["weight_norm"]) == pytest.approx(by_hand, rel=1e-6)
     assert float(rows[-1]["weight_norm"]) != float(rows[0]["weight_norm"])
     assert config["filter"] == {"name": "ma", "alpha": 0.98, "lamb": 5.0, "window_size": 5,
-                                "filter_type": "mean", "warmup": True, "start": 0}
+                                "filter_type": "mean", "warmup": True, "start": 0, "normalize_lr": False}
     assert config["modular"]["p"] == 23 and "mnist" not in config
     s = summary(path)
     assert s["status"] == "completed" and s["steps"] == 12 and s["max_steps"] == 12
