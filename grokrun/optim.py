@@ -10,6 +10,7 @@ registry costs nothing to read.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 from grokrun.errors import UserError
@@ -175,13 +176,20 @@ class DecayToInit(StepHook):
         self.initial = [s.to(p.device, p.dtype) for s, p in zip(saved, self.params())]
 
 
-def lr_factor(warmup_steps: int, normalized: float = 1.0, start: int = 0):
-    """LambdaLR's factor for update i + 1: the warmup's, times ``normalized`` (1 / (1 + lamb) with
-    --normalize-lr) from the first update the filter amplifies (update start + 1) on."""
+def lr_factor(warmup_steps: int, normalized: float = 1.0, start: int = 0, anneal_steps: int = 0):
+    """LambdaLR's factor for update i + 1: the warmup's; with ``anneal_steps``, after the warmup a cosine from 1
+    to 0.1 over that many updates, then 0.1 (openai/grok's anneal_lr, min_lr = max_lr / 10); times
+    ``normalized`` (1 / (1 + lamb) with --normalize-lr) from the first update the filter amplifies on."""
     warmup = warmup_factor(warmup_steps)
-    if normalized == 1.0:
-        return warmup
-    return lambda i: warmup(i) * (normalized if i >= start else 1.0)
+
+    def factor(i: int) -> float:
+        f = warmup(i)
+        if anneal_steps and i > warmup_steps:
+            t = min((i - warmup_steps) / anneal_steps, 1.0)
+            f = 0.1 + 0.9 * (1 + math.cos(math.pi * t)) / 2
+        return f * (normalized if i >= start else 1.0)
+
+    return warmup if normalized == 1.0 and not anneal_steps else factor
 
 
 def warmup_factor(warmup_steps: int):

@@ -67,6 +67,8 @@ class OptimConfig:
     """Linear learning-rate warmup over the first N updates, as published: update k runs at (k-1)/N of the rate."""
     clip_grad: float = 0.0
     """Clip the gradient's total L2 norm to this before the filter sees it (0 = no clipping)."""
+    anneal_steps: int = 0
+    """Cosine-anneal the rate from --lr to --lr / 10 over N updates after the warmup, then hold it there (openai/grok's anneal_lr; 0 = off)."""
     muon_lr: float = 0.02
     """--optimizer muon: the learning rate of Muon's matrices (--lr is AdamW's, for the rest)."""
     muon_momentum: float = 0.95
@@ -92,6 +94,8 @@ class OptimConfig:
         check_range("weight-decay", self.weight_decay >= 0, ">= 0", self.weight_decay)
         check_range("warmup-steps", 0 <= self.warmup_steps <= MAX_STEPS, f"in [0, {MAX_STEPS:,}]", self.warmup_steps)
         check_range("clip-grad", self.clip_grad >= 0, ">= 0 (0 = no clipping)", self.clip_grad)
+        check_range("anneal-steps", 0 <= self.anneal_steps <= MAX_STEPS, f"in [0, {MAX_STEPS:,}] (0 = off)",
+                    self.anneal_steps)
         check_choice("decay target", self.decay_to, ("zero", "init"))
         check_range("muon-lr", self.muon_lr > 0, "> 0", self.muon_lr)
         check_range("muon-momentum", 0.0 <= self.muon_momentum < 1.0, "in [0, 1)", self.muon_momentum)

@@ -70,8 +70,9 @@ class Run:
         self._build_optimizer()
         if graphs.wanted(cfg.cuda_graph, self.device, self.grad_filter, tasks[0]):
             graphs.make_capturable(self.optimizer)
-            # (captured once the rate is constant: after the warmup, and after --normalize-lr's change)
-            constant_after = max(cfg.optim.warmup_steps, cfg.filter.start if self.normalized != 1.0 else 0)
+            # (captured once the rate is constant: after the warmup and the annealing, and --normalize-lr's change)
+            constant_after = max(cfg.optim.warmup_steps + cfg.optim.anneal_steps,
+                                 cfg.filter.start if self.normalized != 1.0 else 0)
             self.graphs = graphs.StepGraphs(self.compute, self.grad_filter, constant_after)
         self.active = list(range(len(cfgs)))  # the seeds still training, in the order of the stack
         self.evals = eval_steps(cfg.train, self.batches[0].steps_per_epoch)
@@ -110,7 +111,7 @@ class Run:
             graphs.make_capturable(self.optimizer)
         self.normalized = normalized_rate(cfg.filter)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_factor(cfg.optim.warmup_steps, self.normalized, cfg.filter.start))
+            self.optimizer, lr_factor(cfg.optim.warmup_steps, self.normalized, cfg.filter.start, cfg.optim.anneal_steps))
         self.grad_filter = make_filter(cfg.filter)
         self.grad_filter.set_stacked_seeds(self.models.stacked)
 

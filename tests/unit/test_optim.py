@@ -112,3 +112,20 @@ def test_normalize_lr_divides_the_rate_by_one_plus_lamb_from_the_first_amplified
     assert rates("orthograd")[20:] == pytest.approx([0.004] * 10) and rates("none")[20:] == pytest.approx([0.004] * 10)
     off = resolve(None, {"task": "modular", "modular.p": 11, "filter.name": "ema", "filter.start": 20})
     assert Run([off]).normalized == 1.0
+
+
+def test_anneal_steps_is_openai_grok_s_cosine_to_a_tenth_after_the_warmup():
+    """openai/grok's _scheduler_lr with anneal_lr: step / warmup * max_lr up to the warmup, then
+    min_lr + (max_lr - min_lr) (1 + cos(pi t)) / 2 with t = (step - warmup) / anneal_lr_steps and min_lr = max_lr / 10,
+    then min_lr; the same numbers written out by hand."""
+    import math
+
+    from grokrun.optim import lr_factor
+
+    f = lr_factor(10, anneal_steps=100)
+    assert [f(i) for i in (0, 5, 10)] == [0.0, 0.5, 1.0]
+    assert f(60) == pytest.approx(0.1 + 0.9 * (1 + math.cos(math.pi * 0.5)) / 2) == pytest.approx(0.55)
+    assert f(110) == pytest.approx(0.1) and f(5000) == pytest.approx(0.1)
+    assert all(f(i) >= f(i + 1) for i in range(10, 200))
+    both = lr_factor(10, normalized=1 / 3, start=50, anneal_steps=100)  # with --normalize-lr from update 51 on
+    assert both(49) == pytest.approx(f(49)) and both(50) == pytest.approx(f(50) / 3)
