@@ -79,6 +79,7 @@ def make_optimizer(o, params: list, names: list[str] | None = None, model=None):
     if build is None:
         optimizer_library.check(o, list(OPTIMIZERS))  # UserError for an unknown name or argument
         build = optimizer_library.build
+    form = getattr(build, "decay", None)
     if getattr(build, "needs_model", False):
         if model is None:
             raise UserError(f"the {o.name} optimizer steps one run's model, not seeds stacked together")
@@ -86,7 +87,6 @@ def make_optimizer(o, params: list, names: list[str] | None = None, model=None):
         build = lambda o, params: inner(o, list(zip(names, params)), model)  # noqa: E731
     if getattr(o, "decay_to", "zero") == "zero" or not o.weight_decay:
         return build(o, params)
-    form = getattr(build, "decay", None)
     if form is None:
         raise UserError(f"--decay-to init: the optimizer {o.name!r} does not say how it decays (coupled or "
                         "decoupled); use --decay-to zero")

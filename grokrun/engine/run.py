@@ -110,8 +110,8 @@ class Run:
         if self.graphs is not None:
             graphs.make_capturable(self.optimizer)
         self.normalized = normalized_rate(cfg.filter)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_factor(cfg.optim.warmup_steps, self.normalized, cfg.filter.start, cfg.optim.anneal_steps))
+        factor = lr_factor(cfg.optim.warmup_steps, self.normalized, cfg.filter.start, cfg.optim.anneal_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         self.grad_filter = make_filter(cfg.filter)
         self.grad_filter.set_stacked_seeds(self.models.stacked)
 
