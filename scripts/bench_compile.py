@@ -62,9 +62,13 @@ def main() -> None:
             if device.type == "cuda":
                 variants["cuda graphs"] = {"cuda_graph": "on"}
             runs = {k: Run([dataclasses.replace(cfg, cuda_graph="off", **v)]) for k, v in variants.items()}
-            first = {k: timed(run, 1, args.warm, device) for k, run in runs.items()}
+            # (graphs: past every capture, as in bench_batched: a batch shape's graph is captured at its second
+            # occurrence, and the epoch's last, smaller batch comes once an epoch)
+            warm = {k: max(args.warm, 3 * run.batches[0].steps_per_epoch + 20) if k == "cuda graphs" else args.warm
+                    for k, run in runs.items()}
+            first = {k: timed(run, 1, warm[k], device) for k, run in runs.items()}
             ms: dict[str, list[float]] = {k: [] for k in runs}
-            step = 1 + args.warm
+            step = 1 + max(warm.values())
             for _ in range(args.rounds):
                 for k, run in runs.items():
                     ms[k].append(timed(run, step, args.steps, device) / args.steps * 1e3)
@@ -72,7 +76,7 @@ def main() -> None:
             eager = statistics.median(ms["eager"])
             for k in runs:
                 med = statistics.median(ms[k])
-                print(f"  {name:8} {k:12} first steps {first[k]:7.2f} s   {med:8.3f} ms/step   "
+                print(f"  {name:8} {k:12} first {warm[k]:>3} steps {first[k]:7.2f} s   {med:8.3f} ms/step   "
                       f"{eager / med:5.2f}x eager", flush=True)
 
 

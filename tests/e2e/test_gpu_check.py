@@ -24,7 +24,7 @@ def test_the_gpu_check_runs_every_check_on_the_cpu_and_writes_one_report(tmp_pat
     assert statuses == ["0"] * 9
     assert "orthograd,ema     4 completed" in report  # every filter, a stack of four
     assert "compare: 2 variants × 2 seeds" in report and "modular    eager" not in report  # (cpu: mnist only)
-    assert re.search(r"mnist +compile +first steps", report)
+    assert re.search(r"mnist +compile +first +2 steps", report)
 
 
 def test_a_bad_argument_is_the_usage_line(tmp_path):
