@@ -78,4 +78,8 @@ def describe_variant(config: dict[str, Any]) -> str:
     text = " then ".join(FILTERS[n].describe(f) if n in FILTERS else n for n in parts(name))
     if name != "none" and f.get("start"):
         text += f" from step {f['start']:,}"
-    return f"{text} · {o.get('name', '?')} wd {o.get('weight_decay', 0):g}"
+    if name != "none" and f.get("normalize_lr"):
+        text += " · lr / (1 + λ)"
+    extra = f" ({o['optimizer_args']})" if o.get("optimizer_args") else ""
+    anneal = f" · cosine over {o['anneal_steps']:,}" if o.get("anneal_steps") else ""
+    return f"{text} · {o.get('name', '?')}{extra} wd {o.get('weight_decay', 0):g}{anneal}"

@@ -129,3 +129,15 @@ def test_anneal_steps_is_openai_grok_s_cosine_to_a_tenth_after_the_warmup():
     assert all(f(i) >= f(i + 1) for i in range(10, 200))
     both = lr_factor(10, normalized=1 / 3, start=50, anneal_steps=100)  # with --normalize-lr from update 51 on
     assert both(49) == pytest.approx(f(49)) and both(50) == pytest.approx(f(50) / 3)
+
+
+def test_titles_name_the_normalized_rate_the_annealing_and_library_arguments():
+    from grokrun.config import to_dict
+    from grokrun.filters import describe_variant
+
+    plain = resolve(None, {"filter.name": "ema"})
+    assert describe_variant(to_dict(plain)) == "EMA α=0.98 λ=2 · adam wd 0.005"
+    both = resolve(None, {"filter.name": "ema", "filter.normalize_lr": True, "optim.anneal_steps": 500})
+    assert describe_variant(to_dict(both)) == "EMA α=0.98 λ=2 · lr / (1 + λ) · adam wd 0.005 · cosine over 500"
+    lion = resolve(None, {"optim.name": "lion", "optim.optimizer_args": "betas = [0.9, 0.9]"})
+    assert describe_variant(to_dict(lion)) == "no filter · lion (betas = [0.9, 0.9]) wd 0"
