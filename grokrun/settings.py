@@ -151,8 +151,11 @@ class ModelConfig:
     """Scale of the adapters' product: alpha / rank (default alpha = rank, a scale of 1)."""
     init_from: str = ""
     """A run directory whose final weights (its checkpoint.pt) the model starts from, instead of its initialization."""
+    dropout: float = 0.0
+    """Dropout rate at training (off at evaluation): the decoder's feed-forward outputs, the MLPs' hidden activations, as openai/grok (0 = none)."""
 
     def check(self) -> None:
+        check_range("dropout", 0.0 <= self.dropout < 1.0, "in [0, 1)", self.dropout)
         check_range("lora-rank", 0 <= self.lora_rank <= 4096, "in [0, 4,096] (0 = no adapters)", self.lora_rank)
         if self.lora_alpha is not None:
             check_range("lora-alpha", self.lora_alpha > 0, "> 0", self.lora_alpha)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +24,14 @@ from rich.console import Console
 
 from grokrun import checkpoint, graphs, resume, snapshots
 from grokrun.config import to_dict
+from grokrun.dropout import add_dropout
 from grokrun.engine import records
 from grokrun.engine.progress import ProgressReport, run_name
 from grokrun.engine.schedules import checkpoint_steps, eval_steps, run_snapshot_steps
 from grokrun.engine.signals import StoppedAtOnce, StopSignals, stop_signals
 from grokrun.errors import UserError
 from grokrun.filters import make as make_filter
+from grokrun.filters import normalized_rate
 from grokrun.filters.base import state_to
 from grokrun.measure import StepTimer, pick_device, reset_peak_memory, synchronize
 from grokrun.models import add_lora, load_weights, parameter_counts
@@ -97,8 +98,13 @@ class Run:
                 load_weights(tasks[-1].model, cfg.model.init_from)
             if cfg.model.lora_rank:  # (its A matrices drawn after the task's draws: the base weights are the seed's)
                 add_lora(tasks[-1].model, cfg.model.lora_rank, cfg.model.lora_alpha)
+            if cfg.model.dropout:
+                add_dropout(tasks[-1].model, cfg.model.dropout, cfg.task)
         if len(tasks) > 1 and not tasks[0].batchable:
             raise UserError(f"the {cfg.task} task cannot train seeds together; give one --seed at a time")
+        if cfg.model.dropout and (len(tasks) > 1 or cfg.cuda_graph == "on"):
+            raise UserError("--dropout draws each run's masks alone, eagerly: not for seeds stacked together (give one "
+                            "--seed) nor replayed from CUDA graphs (--cuda-graph off)")
         if cfg.compile:
             _compile(tasks, cfg)
         return tasks
@@ -301,14 +307,6 @@ class Run:
         self.active = [self.active[j] for j in keep]
         if self.graphs is not None:
             self.graphs.reset(self.compute, self.grad_filter)
-
-
-def normalized_rate(f) -> float:
-    """--normalize-lr: 1 / (1 + lamb) where one of the filters amplifies by lamb (its Settings has lamb), else 1."""
-    from grokrun.filters import FILTERS, parts
-
-    amplifies = any("lamb" in {g.name for g in fields(FILTERS[p].Settings)} for p in parts(f.name) if p in FILTERS)
-    return 1.0 / (1.0 + f.lamb) if f.normalize_lr and amplifies and getattr(f, "lamb", 0) else 1.0
 
 
 def _compile(tasks: list, cfg) -> None:

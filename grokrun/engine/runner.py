@@ -73,9 +73,10 @@ def group_runs(runs: list[tuple[Any, Path | None]], batch: bool = True,
     for members in groups.values():
         first = members[0][0]
         name, compiled, elementwise = first.task, first.compile, stacks(first.optim.name)
-        stackable = batch and batchable(name) and not compiled and elementwise
+        stackable = batch and batchable(name) and not compiled and elementwise and not first.model.dropout
         if batch and len(members) > 1 and not stackable and note:
             why = ("--compile compiles one run's model" if compiled
+                   else "--dropout draws each run's masks alone" if first.model.dropout
                    else f"the {name} task cannot train seeds together (its model cannot be stacked)"
                    if not batchable(name) else f"the {first.optim.name} optimizer is not known to step stacked seeds "
                    "as alone")

@@ -83,3 +83,11 @@ def describe_variant(config: dict[str, Any]) -> str:
     extra = f" ({o['optimizer_args']})" if o.get("optimizer_args") else ""
     anneal = f" · cosine over {o['anneal_steps']:,}" if o.get("anneal_steps") else ""
     return f"{text} · {o.get('name', '?')}{extra} wd {o.get('weight_decay', 0):g}{anneal}"
+
+
+def normalized_rate(f) -> float:
+    """--normalize-lr: 1 / (1 + lamb) where one of the filters amplifies by lamb (its Settings has lamb), else 1."""
+    from dataclasses import fields
+
+    amplifies = any("lamb" in {g.name for g in fields(FILTERS[p].Settings)} for p in parts(f.name) if p in FILTERS)
+    return 1.0 / (1.0 + f.lamb) if f.normalize_lr and amplifies and getattr(f, "lamb", 0) else 1.0
