@@ -98,6 +98,13 @@ def make_run():
     return write_run
 
 
+def metric_rows(run_dir, drop=("wall_s",)) -> list[dict[str, str]]:
+    """A run's metrics.csv as rows of text cells, without the columns ``drop`` (the wall-clock: the one that must
+    differ between runs that are otherwise the same)."""
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return [{k: v for k, v in row.items() if k not in drop} for row in csv.DictReader(f)]
+
+
 def ctrl_c_at(monkeypatch, cls, call: int, method: str = "_filter") -> dict:
     """Press Ctrl-C (SIGINT to this process, as the terminal would) during the ``call``-th call of ``cls.method``
     (by default a filter's ``_filter``: once a training step). Returns the counter of calls."""

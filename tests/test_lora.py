@@ -1,19 +1,15 @@
 """Low-rank adapters (--lora-rank) and starting from a trained run (--init-from), on the modular and MNIST models."""
 
-import csv
 import json
 
 import torch
 
+from conftest import metric_rows as rows
 from fakedata import synthetic_mnist
 
 TINY = ["--task", "modular", "--op", "add", "--p", "11", "--width", "16", "--layers", "1", "--heads", "2",
         "--batch-size", "32", "--eval-every", "4", "--quiet"]
 
-
-def rows(run_dir):
-    with open(run_dir / "metrics.csv", newline="") as f:
-        return [{k: v for k, v in r.items() if k != "wall_s"} for r in csv.DictReader(f)]
 
 
 def weights(run_dir):

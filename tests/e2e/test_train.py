@@ -1,6 +1,5 @@
 """The training engine end to end, through the CLI as a user runs it."""
 
-import csv
 import json
 import os
 import signal
@@ -9,6 +8,7 @@ import sys
 import pytest
 import torch
 
+from conftest import metric_rows as metrics
 from grokrun.optim import warmup_factor
 from grokrun.filters import GradFilter
 from grokrun.results import metric_summary
@@ -34,10 +34,6 @@ def run_dir_of(result):
 
     return Path(line.split()[1])
 
-
-def metrics(path, drop=("wall_s",)):
-    with open(path / "metrics.csv", newline="") as f:
-        return [{k: v for k, v in row.items() if k not in drop} for row in csv.DictReader(f)]
 
 
 def summary(path):

@@ -1,12 +1,12 @@
 """--dropout: where it goes, on at training and off at evaluation, seeded, resumed exactly, never stacked."""
 
-import csv
 
 import pytest
 import torch
 from torch import nn
 
 from conftest import ctrl_c_at
+from conftest import metric_rows as rows
 from fakedata import write_csv
 from grokrun.dropout import add_dropout
 from grokrun.errors import UserError
@@ -16,10 +16,6 @@ SMALL = ["--task", "modular", "--op", "add", "--p", "23", "--train-frac", "0.8",
          "--batch-size", "128", "--lr", "3e-3", "--optimizer", "adamw", "--weight-decay", "1.0", "--quiet",
          "--dropout", "0.3", "--eval-every", "5"]
 
-
-def rows(path):
-    with open(path / "metrics.csv", newline="") as f:
-        return [{k: v for k, v in r.items() if k != "wall_s"} for r in csv.DictReader(f)]
 
 
 def test_it_goes_on_the_feed_forward_outputs_and_after_the_activations_keeping_the_weights_keys():

@@ -1,11 +1,11 @@
 """--optimizer muon: Muon for the hidden matrices, AdamW for the rest; one run's model, seeds one after another."""
 
-import csv
 import json
 
 import torch
 
 from conftest import ctrl_c_at
+from conftest import metric_rows as rows
 from grokrun.config import resolve
 from grokrun.models import Decoder, PairMLP
 from grokrun.muon import split
@@ -14,10 +14,6 @@ from grokrun.optim import make_optimizer
 SMALL = ["--task", "modular", "--op", "add", "--p", "23", "--train-frac", "0.8", "--width", "64", "--layers", "1",
          "--batch-size", "128", "--optimizer", "muon", "--lr", "3e-3", "--weight-decay", "1.0", "--quiet"]
 
-
-def rows(path):
-    with open(path / "metrics.csv", newline="") as f:
-        return [{k: v for k, v in r.items() if k != "wall_s"} for r in csv.DictReader(f)]
 
 
 def test_the_hidden_matrices_go_to_muon_and_the_embeddings_head_and_vectors_to_adamw():

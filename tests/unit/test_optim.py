@@ -1,12 +1,12 @@
 """--decay-to init: weight decay toward the initial weights, for any optimizer that decays."""
 
-import csv
 import os
 import signal
 
 import pytest
 import torch
 
+from conftest import metric_rows as rows
 from grokrun.config import resolve
 from grokrun.optim import make_optimizer
 
@@ -50,10 +50,6 @@ TINY = ["--task", "modular", "--op", "add", "--p", "11", "--width", "16", "--lay
         "--batch-size", "32", "--eval-every", "4", "--max-steps", "40", "--checkpoint-every", "10",
         "--optimizer", "adamw", "--weight-decay", "1.0", "--decay-to", "init", "--dtype", "float64", "--quiet"]
 
-
-def rows(path):
-    with open(path / "metrics.csv", newline="") as f:
-        return [{k: v for k, v in r.items() if k != "wall_s"} for r in csv.DictReader(f)]
 
 
 def test_the_initial_weights_survive_a_resume_and_a_stack(cli, tmp_path, monkeypatch):
