@@ -26,6 +26,23 @@ def task_args(flag, tmp_path) -> list[str]:
     return ["--task", owner, "--data-dir", str(tmp_path / "no-data"), "--no-download", "--max-steps", "2", "--quiet"]
 
 
+def fuzz_files(tmp_path, rng, count: int, most_bytes: int, suffixes: list[str], stem: str,
+               texts: dict[str, list[str]]) -> list:
+    """``count`` files of random bytes (up to ``most_bytes``, each with one of ``suffixes``), then one file
+    ``<stem><i>.<suffix>`` per text of ``texts[suffix]``: their paths, in that order."""
+    files = []
+    for i in range(count):
+        suffix = rng.choice(suffixes) if len(suffixes) > 1 else suffixes[0]
+        path = tmp_path / f"random{i}.{suffix}"
+        path.write_bytes(rng.randbytes(rng.randint(0, most_bytes)))
+        files.append(path)
+    for suffix, written in texts.items():
+        for i, text in enumerate(written):
+            files.append(tmp_path / f"{stem}{i}.{suffix}")
+            files[-1].write_text(text)
+    return files
+
+
 def check(result, out):
     """The answer a user may get: exit 0, 1 or 2, no traceback (the cli fixture raises on one), and every
     run directory written complete; after exit 2, none written at all."""
@@ -57,24 +74,13 @@ def test_every_numeric_flag_with_every_kind_of_value(cli, tmp_path):
 
 
 def test_random_bytes_and_wrong_types_as_config_files(cli, tmp_path):
-    rng = random.Random(1)
-    files = []
-    for i in range(150):
-        path = tmp_path / f"random{i}.{rng.choice(['toml', 'json'])}"
-        path.write_bytes(rng.randbytes(rng.randint(0, 300)))
-        files.append(path)
-    for i, text in enumerate([
+    files = fuzz_files(tmp_path, random.Random(1), 150, 300, ["toml", "json"], "typed", {"toml": [
         'task = [1]', 'task = "modular"\n[filter]\nname = 3', '[train]\nmax_steps = 1979-05-27',
         '[optim]\nlr = nan', '[optim]\nlr = inf', 'seed = -1', 'seed = 99999999999999999999',
         '[modular]\nwidth = 99999999', '[filter]\nname = "ma"\nwindow_size = 0', 'filter = "ema"', '[[train]]',
         '[modular]\nop = {a = 1}', 'name = ".."', 'name = "a/b"', 'out = ""', 'device = "tpu"',
-    ]):
-        (tmp_path / f"typed{i}.toml").write_text(text)
-        files.append(tmp_path / f"typed{i}.toml")
-    for i, text in enumerate(['[]', '"modular"', '{"filter": {"name": ["ema"]}}', '{"train": {"max_steps": true}}',
-                              '{"optim": {"lr": "1e-3"}}', '{"seed": 1.5}', '{"modular": null}', '{"task": null}']):
-        (tmp_path / f"typed{i}.json").write_text(text)
-        files.append(tmp_path / f"typed{i}.json")
+    ], "json": ['[]', '"modular"', '{"filter": {"name": ["ema"]}}', '{"train": {"max_steps": true}}',
+                '{"optim": {"lr": "1e-3"}}', '{"seed": 1.5}', '{"modular": null}', '{"task": null}']})
     for i, path in enumerate(files):
         out = tmp_path / f"out{i}"
         check(cli(["train", "--config", str(path), "--max-steps", "2", "--quiet", "--out", str(out)]), out)
@@ -131,22 +137,13 @@ def test_sweep_grids_with_random_values(cli, tmp_path):
 
 
 def test_random_bytes_and_wrong_shapes_as_grid_files(cli, tmp_path):
-    rng = random.Random(4)
-    files = []
-    for i in range(40):
-        path = tmp_path / f"grid{i}.toml"
-        path.write_bytes(rng.randbytes(rng.randint(0, 200)))
-        files.append(path)
-    for i, text in enumerate([
+    files = fuzz_files(tmp_path, random.Random(4), 40, 200, ["toml"], "shaped", {"toml": [
         "grid = 5", 'fixed = "x"', '[grid]\n"optim.lr" = [[0.1]]', '[grid]\n"optim.lr" = {a = 1}',
         '[grid]\n"optim.lr" = []', '[grid]\n"optim.lr" = "0:nan:1"', "seeds = [0, 1]", "seeds = -1",
         "threshold = true", 'threshold = "high"', "[grid]\nnope = [1, 2]", "[fixed]\ntask = 5",
         '[fixed]\ntask = "nope"', "[fixed]\n" + "a = 1\n" * 3, "surprise = 1", "[grid]\n[grid.x]\ny = 1",
         "[fixed]\ntask = " + "9" * 5000,
-    ]):
-        path = tmp_path / f"shaped{i}.toml"
-        path.write_text(text)
-        files.append(path)
+    ]})
     for i, path in enumerate(files):
         out = tmp_path / f"out{i}"
         check_sweep(cli(["sweep", str(path), "--task", "modular", *TINY, "--out", str(out)]), out)
