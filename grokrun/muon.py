@@ -39,10 +39,10 @@ def muon(o, named: list[tuple[str, Any]], model) -> Any:
     """The optimizer: Muon over ``split(model)``'s first list, AdamW over its second, stepped as one."""
     import torch
 
-    to_muon, _ = split(model)
-    params = dict(named)
+    to_muon = split(model)[0]
+    chosen, params = set(to_muon), dict(named)
     hidden = [params[n] for n in to_muon]
-    rest = [p for n, p in named if n not in set(to_muon)]
+    rest = [p for n, p in named if n not in chosen]
     parts = []
     if hidden:
         parts.append(torch.optim.Muon(hidden, lr=o.muon_lr, weight_decay=o.weight_decay, momentum=o.muon_momentum,
@@ -51,7 +51,7 @@ def muon(o, named: list[tuple[str, Any]], model) -> Any:
         parts.append(torch.optim.AdamW(rest, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps,
                                        weight_decay=o.weight_decay))
     optimizer = _combined()(parts)
-    optimizer.groups = {"muon": to_muon, "adamw": [n for n, _ in named if n not in set(to_muon)]}
+    optimizer.groups = {"muon": to_muon, "adamw": [n for n, _ in named if n not in chosen]}
     return optimizer
 
 
