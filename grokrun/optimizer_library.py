@@ -64,21 +64,23 @@ def arguments(cls) -> list[str]:
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
-def check(o, built_in: list[str]) -> None:
-    """UserError unless OptimConfig ``o`` names a library optimizer whose --optimizer-args it takes."""
+def check(o, built_in: list[str]) -> tuple[Any, list[str], dict[str, Any]]:
+    """UserError unless OptimConfig ``o`` names a library optimizer whose --optimizer-args it takes; else (its
+    class, the arguments it names, the arguments asked for)."""
     cls = optimizer_class(o.name, built_in)
-    takes = arguments(cls)
-    for key in parse_args(o.optimizer_args):
+    takes, asked = arguments(cls), parse_args(o.optimizer_args)
+    for key in asked:
         if key not in takes:
             raise UserError(f"--optimizer-args: {o.name} takes no argument {key!r}; it takes: {', '.join(takes)}")
+    return cls, takes, asked
 
 
-def build(o, params):
-    """The library optimizer ``o.name`` over ``params``: --lr, --weight-decay, then --optimizer-args."""
-    cls = optimizer_class(o.name, [])
-    takes = arguments(cls)
+def build(o, params, built_in: tuple[str, ...] = ()):
+    """The library optimizer ``o.name`` over ``params``, checked as ``check`` does: --lr, --weight-decay, then
+    --optimizer-args."""
+    cls, takes, asked = check(o, list(built_in))
     given = {k: v for k, v in (("lr", o.lr), ("weight_decay", o.weight_decay)) if k in takes}
-    extra = {k: tuple(v) if isinstance(v, list) else v for k, v in parse_args(o.optimizer_args).items()}
+    extra = {k: tuple(v) if isinstance(v, list) else v for k, v in asked.items()}
     try:
         return cls(params, **{**given, **extra})
     except (TypeError, ValueError) as e:
