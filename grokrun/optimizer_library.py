@@ -7,7 +7,8 @@ A name that is not one of grokrun's optimizers (grokrun.optim.OPTIMIZERS, which 
 up in the library. --lr and --weight-decay reach it; its other hyperparameters keep the library's defaults
 unless --optimizer-args sets them: the body of a TOML inline table, checked against the class's signature,
 recorded in config.json as given. Its seeds train one after another (no test has shown any of them to step
-stacked seeds as alone). The library is imported only when such a name is asked for.
+stacked seeds as alone: grokrun.optim.stacks is False for a name outside OPTIMIZERS), and --decay-to init is
+refused (how it decays is the library's own). The library is imported only when such a name is asked for.
 """
 
 from __future__ import annotations
@@ -86,6 +87,3 @@ def build(o, params, built_in: tuple[str, ...] = ()):
     except (TypeError, ValueError) as e:
         raise UserError(f"--optimizer {o.name} --optimizer-args {o.optimizer_args!r}: {e}") from None
 
-
-build.decay = None  # (--decay-to init: how it decays is the library's own)
-build.stacks = False
