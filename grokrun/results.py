@@ -163,14 +163,17 @@ def new_run_dir(out: Path, name: str) -> Path:
 
 
 class RunWriter:
-    """Writes one run directory as training goes: config first, a metrics row per evaluation, summary last."""
+    """Writes one run directory as training goes: config first, a metrics row per evaluation, summary last.
 
-    def __init__(self, path: Path, config: dict[str, Any]):
-        self.path = path
+    ``extra``: columns after METRIC_COLUMNS that this run writes too (a task's own measures, a regularizer's
+    penalty); a resumed run keeps its file's columns."""
+
+    def __init__(self, path: Path, config: dict[str, Any], extra: tuple[str, ...] = ()):
+        self.path, self.columns = path, [*METRIC_COLUMNS, *extra]
         write_json_atomic(path / CONFIG, config)
         self._file = open(path / METRICS, "w", newline="")
         self._csv = csv.writer(self._file)
-        self._csv.writerow(METRIC_COLUMNS)
+        self._csv.writerow(self.columns)
         self._file.flush()
         self.rows: list[dict[str, Any]] = []
         self._board = _board(path) if config.get("tensorboard") else None
@@ -180,14 +183,16 @@ class RunWriter:
         """Continue a run's metrics.csv from its checkpoint at step ``upto``: rows after it (written
         before a crash, past the checkpoint) are dropped, as the resumed run evaluates those steps again."""
         rows = [r for r in read_metrics(path) if r["step"] <= upto]
+        header = next(csv.reader(io.StringIO((path / METRICS).read_text())), [])
+        columns = [*METRIC_COLUMNS, *(c for c in header if c not in METRIC_COLUMNS)]
         with io.StringIO(newline="") as buf:
             w = csv.writer(buf)
-            w.writerow(METRIC_COLUMNS)
+            w.writerow(columns)
             for r in rows:
-                w.writerow(_cell(r.get(c)) for c in METRIC_COLUMNS)
+                w.writerow(_cell(r.get(c)) for c in columns)
             write_text_atomic(path / METRICS, buf.getvalue())
         self = cls.__new__(cls)
-        self.path = path
+        self.path, self.columns = path, columns
         self._file = open(path / METRICS, "a", newline="")
         self._csv = csv.writer(self._file)
         self.rows = rows
@@ -198,10 +203,10 @@ class RunWriter:
     def log(self, row: dict[str, Any]) -> None:
         """Append one evaluation and flush it, so a crash loses at most the current interval."""
         self.rows.append(row)
-        self._csv.writerow(_cell(row.get(c)) for c in METRIC_COLUMNS)
+        self._csv.writerow(_cell(row.get(c)) for c in self.columns)
         self._file.flush()
         if self._board is not None:
-            for column in METRIC_COLUMNS[2:]:
+            for column in self.columns[2:]:
                 if row.get(column) is not None:
                     tag = column.replace("_", "/", 1) if column.startswith(("train_", "val_")) else column
                     self._board.add_scalar(tag, row[column], row["step"])
@@ -218,6 +223,14 @@ class RunWriter:
 
 
 TENSORBOARD = "tensorboard"
+
+
+def board_available() -> None:
+    """--tensorboard needs the tensorboard package: say so before anything is written."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        raise UserError("--tensorboard needs TensorBoard: pip install 'grokrun[tensorboard]'")
 
 
 def _board(path: Path, purge_after: int | None = None):

@@ -13,7 +13,7 @@ from typing import Any
 
 from grokrun.config import resolve, to_dict
 from grokrun.errors import UserError
-from grokrun.results import CHECKPOINT, CONFIG, OUTPUT_SETTINGS
+from grokrun.results import CHECKPOINT, CONFIG, METRICS, OUTPUT_SETTINGS, read_metrics
 from grokrun.runs import differences, first_difference, without
 
 
@@ -45,3 +45,15 @@ def completed(settings: dict[str, Any]) -> dict[str, Any]:
         return resumable_settings(resolve(settings, {}))
     except UserError:  # settings today's checks refuse: compare them as they are, and name the difference
         return settings
+
+
+def check_rows(run_dir: Path, saved: dict[str, Any], step: int) -> None:
+    """UserError unless metrics.csv still holds every row written up to the checkpoint (nothing is changed)."""
+    try:
+        kept = sum(1 for r in read_metrics(run_dir) if r["step"] <= step)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read {run_dir / METRICS} ({e}); the run cannot be resumed") from None
+    if kept < saved.get("rows", 0):  # (checkpoints written before the count was kept: no check)
+        raise UserError(f"{run_dir / METRICS} has lost rows: {kept} of the {saved['rows']} evaluations up to step "
+                        f"{step:,} are there; resumed, its curve would have a gap (restore the file, or start the "
+                        "run again)")

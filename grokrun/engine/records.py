@@ -29,8 +29,9 @@ def evaluate(run, step: int) -> list[dict[str, Any]]:
     """One metrics row per seed still training: loss and accuracy on the full validation set, the weight norm,
     and at every ``train_eval_every``-th evaluation (counting step 0's) and the budget's last step, on the full
     training set too; its cells are empty in the other rows. Thresholds are on validation accuracy, so they
-    keep every evaluation; the training set, as large, is the other half of an evaluation's cost. One wait for
-    the device, whatever the number of seeds."""
+    keep every evaluation; the training set, as large, is the other half of an evaluation's cost. Then the
+    run's own columns (``extra_columns``): the accuracy on each of the task's ``extra_splits`` and the
+    regularizer's penalty on the training set. One wait for the device, whatever the number of seeds."""
     train = run.cfg.train
     scored = len(run.writers[run.active[0]].rows) % train.train_eval_every == 0 or step == train.max_steps
     run.models.train(False)
@@ -38,18 +39,28 @@ def evaluate(run, step: int) -> list[dict[str, Any]]:
         with run.autocast:
             train_loss, train_acc, collapse = run.models.evaluate("train") if scored else (None, None, None)
             val_loss, val_acc, _ = run.models.evaluate("val")
+            extra = [run.models.evaluate(split)[1] for split in run.models.task.extra_splits.values()]
         weight_norm = run.models.weight_norms()  # L2 norm of all parameters together
+    if run.regularizer is not None:  # (its exact value needs gradients with respect to the inputs)
+        with run.autocast:
+            extra.append(run.models.penalty(run.regularizer))
     run.models.train(True)
-    metrics = [train_loss, train_acc, val_loss, val_acc, weight_norm, collapse]
+    metrics = [train_loss, train_acc, val_loss, val_acc, weight_norm, collapse, *extra]
     known = [m for m in metrics if m is not None]
-    values = iter(torch.stack([m.double() for m in known]).tolist())  # the one wait, all seeds at once
+    values = iter(torch.stack([m.detach().double() for m in known]).tolist())  # the one wait, all seeds at once
     columns = [None if m is None else next(values) for m in metrics]
+    names = (*COLUMNS, *extra_columns(run))
     rows = []
     for j, i in enumerate(run.active):
-        row = dict(zip(COLUMNS, (None if c is None else c[j] for c in columns)), step=step, wall_s=run.wall)
+        row = dict(zip(names, (None if c is None else c[j] for c in columns)), step=step, wall_s=run.wall)
         run.writers[i].log(row)
         rows.append(row)
     return rows
+
+
+def extra_columns(run) -> tuple[str, ...]:
+    """The metrics.csv columns of this run beyond the usual ones: the task's extra splits, the penalty."""
+    return (*run.models.task.extra_splits, *(("penalty",) if run.regularizer is not None else ()))
 
 
 def seed_states(run) -> list[tuple[dict, dict]]:
