@@ -23,7 +23,7 @@ from dataclasses import field, fields
 from pathlib import Path
 from typing import Any
 
-from grokrun import losses, plugins
+from grokrun import losses, noise, plugins, regularizers
 from grokrun.errors import UserError, check_choice, shown
 from grokrun.fields import base_type, field_docs, is_optional
 from grokrun.filters import FILTERS
@@ -282,6 +282,8 @@ def validate(cfg) -> None:
         raise UserError(f"--softmax-dtype sets the precision of a classification loss; the {cfg.task} task trains "
                         "on none (leave it at auto)")
     task(cfg.task).validate(options)
+    regularizers.check(cfg)
+    noise.check(cfg)
 
 
 def to_dict(cfg) -> dict[str, Any]:

@@ -244,16 +244,21 @@ class PairMLP(nn.Module):
         rest.append(nn.Linear(width, symbols))
         self.rest = nn.Sequential(*rest)
 
+    def two_hot(self, x: Tensor) -> Tensor:
+        """The [a, op, b, =] rows as input vectors one-hot(a) ++ one-hot(b), in the weights' dtype."""
+        n = 2 * self.symbols
+        return (F.one_hot(x[:, 0], n) + F.one_hot(x[:, 2] + self.symbols, n)).to(self.rest[-1].weight.dtype)
+
+    def from_vector(self, v: Tensor) -> Tensor:
+        """Logits of input vectors (batch, 2 × symbols), for an input Jacobian (grokrun.regularizers)."""
+        return self.rest(self.first(v))
+
     def forward(self, x: Tensor) -> Tensor:
         """Logits over the symbols: (batch, symbols)."""
-        a, b = x[:, 0], x[:, 2] + self.symbols
-        if isinstance(self.first, nn.Linear):
-            w = self.first.weight.t()
-            h = F.embedding(a, w) + F.embedding(b, w) + self.first.bias
-        else:  # wrapped (a LoRA adapter): the plain product with the two-hot input
-            two_hot = F.one_hot(a, 2 * self.symbols) + F.one_hot(b, 2 * self.symbols)
-            h = self.first(two_hot.to(self.rest[-1].weight.dtype))
-        return self.rest(h)
+        if not isinstance(self.first, nn.Linear):  # wrapped (a LoRA adapter): the plain product with the two-hot input
+            return self.from_vector(self.two_hot(x))
+        w = self.first.weight.t()
+        return self.rest(F.embedding(x[:, 0], w) + F.embedding(x[:, 2] + self.symbols, w) + self.first.bias)
 
 
 # --- MLP (MNIST) ---------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from grokrun.filters import FILTERS
 from grokrun.filters import check_name as check_filter
 from grokrun import optimizer_library
 from grokrun.optim import OPTIMIZERS
+from grokrun.regularizers import CHOICES as REGULARIZERS
 from grokrun.results import CHECKPOINT
 from grokrun.tasks import TASKS
 
@@ -75,6 +76,8 @@ class OptimConfig:
     """--optimizer muon: Muon's momentum (Nesterov)."""
     ns_steps: int = 5
     """--optimizer muon: Newton-Schulz iterations that orthogonalize each update."""
+    grad_noise: float = 0.0
+    """Gaussian noise of this standard deviation added to each update of Adam, AdamW or SGD before the step size scales it (openai/grok's noise_factor; 0 = none)."""
     optimizer_args: str = ""
     """An optimizer of pytorch_optimizer (any --optimizer not built in: pip install 'grokrun[optimizers]'): its arguments besides --lr and --weight-decay, as TOML: "betas = [0.95, 0.98], weight_decouple = false"."""
 
@@ -100,6 +103,7 @@ class OptimConfig:
         check_range("muon-lr", self.muon_lr > 0, "> 0", self.muon_lr)
         check_range("muon-momentum", 0.0 <= self.muon_momentum < 1.0, "in [0, 1)", self.muon_momentum)
         check_range("ns-steps", 1 <= self.ns_steps <= 100, "in [1, 100]", self.ns_steps)
+        check_range("grad-noise", 0.0 <= self.grad_noise <= 100.0, "in [0, 100] (0 = none)", self.grad_noise)
 
 
 @dataclass
@@ -124,6 +128,10 @@ class TrainConfig:
     """Save the model's weights at these steps into <run>/snapshots/ (for grokrun analyze): log (up to 30, log-spaced from step 0, each at the evaluation at or after it) | N (every N steps) | off. The modular task's default is log."""
     softmax_dtype: str = "auto"
     """Precision of a classification loss's softmax (or StableMax): auto (the model's, at least float32) | float32 | float64."""
+    reg: str = "none"
+    """A penalty on the input-output map added to the loss: none | grokalign (λ (E‖J_x‖_F + E‖f(x) − J_x x‖²), Walker et al.) | jacobian (λ E‖J_x‖_F alone); its exact value is metrics.csv's penalty column."""
+    reg_weight: float = 0.0
+    """λ, the weight of --reg's penalty."""
 
     def check(self) -> None:
         every = f"in [0, {MAX_STEPS:,}]"
@@ -132,6 +140,8 @@ class TrainConfig:
         check_range("eval-every", 0 <= self.eval_every <= MAX_STEPS, every + " (0 = once per epoch)", self.eval_every)
         check_choice("eval schedule", self.eval_schedule, EVAL_SCHEDULES)
         check_choice("softmax dtype", self.softmax_dtype, ("auto", "float32", "float64"))
+        check_choice("regularizer", self.reg, REGULARIZERS)
+        check_range("reg-weight", 0.0 <= self.reg_weight <= 1e6, "in [0, 1e6]", self.reg_weight)
         check_range("checkpoint-every", 0 <= self.checkpoint_every <= MAX_STEPS,
                     every + " (0 = every 10% of the budget)", self.checkpoint_every)
         snapshot_steps(self.snapshots, self.max_steps)  # a bad spec is its one-line error
@@ -153,9 +163,12 @@ class ModelConfig:
     """A run directory whose final weights (its checkpoint.pt) the model starts from, instead of its initialization."""
     dropout: float = 0.0
     """Dropout rate at training (off at evaluation): the decoder's feed-forward outputs, the MLPs' hidden activations, as openai/grok (0 = none)."""
+    weight_noise: float = 0.0
+    """Gaussian noise of this standard deviation added to every weight at each training forward pass, off at evaluation (openai/grok's weight_noise; 0 = none)."""
 
     def check(self) -> None:
         check_range("dropout", 0.0 <= self.dropout < 1.0, "in [0, 1)", self.dropout)
+        check_range("weight-noise", 0.0 <= self.weight_noise <= 100.0, "in [0, 100] (0 = none)", self.weight_noise)
         check_range("lora-rank", 0 <= self.lora_rank <= 4096, "in [0, 4,096] (0 = no adapters)", self.lora_rank)
         if self.lora_alpha is not None:
             check_range("lora-alpha", self.lora_alpha > 0, "> 0", self.lora_alpha)

@@ -25,6 +25,7 @@ from torch import Tensor
 from torch.func import functional_call, stack_module_state, vmap
 
 from grokrun.models import vmappable
+from grokrun.noise import noisy
 from grokrun.tasks.base import Task
 
 
@@ -42,15 +43,31 @@ class Single:
 
     stacked = False
 
-    def __init__(self, task: Task):
+    def __init__(self, task: Task, weight_noise: float = 0.0):
         self.task, self.model, self.n = task, task.model, 1
         self.names, self.params = map(list, zip(*self.model.named_parameters()))
+        self.weight_noise = weight_noise
 
     def batch(self, idxs: list[Tensor]) -> Tensor:
         return idxs[0]
 
     def losses(self, idx: Tensor) -> Tensor:
+        if self.weight_noise:  # the loss at noisy weights (grokrun.noise), its gradient reaching the weights
+            state = {**noisy(dict(zip(self.names, self.params)), self.weight_noise), **dict(self.model.named_buffers())}
+            model = lambda *args: functional_call(self.model, state, args)  # noqa: E731
+            return self.task.objective(model, self.task.data["train"], idx).reshape(1)
         return self.task.loss(idx).reshape(1)
+
+    def train_penalty(self, idx: Tensor, regularizer) -> Tensor:
+        """The regularizer's estimate on the training examples ``idx`` (grokrun.regularizers)."""
+        f, x = self.task.vector_input(self.model, self.task.data["train"][0][idx])
+        return regularizer(f, x).reshape(1)
+
+    def penalty(self, regularizer) -> Tensor:
+        """The regularizer's exact value, averaged over the training set."""
+        rows = self.task.data["train"][0]
+        f, x = self.task.vector_input(self.model, rows)
+        return (regularizer.exact(f, x) / len(rows)).reshape(1)
 
     def grad_norms(self, clip: float) -> Tensor:
         """The gradient's norm before clipping; with ``clip``, grads rescaled to at most that norm (as

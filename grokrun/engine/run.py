@@ -35,10 +35,13 @@ from grokrun.filters import normalized_rate
 from grokrun.filters.base import state_to
 from grokrun.measure import StepTimer, pick_device, reset_peak_memory, synchronize
 from grokrun.models import add_lora, load_weights, parameter_counts
+from grokrun.noise import add_update_noise, draws
 from grokrun.optim import lr_factor, make_optimizer
-from grokrun.results import CHECKPOINT, METRICS, SUMMARY, RunWriter, new_run_dir, read_metrics
+from grokrun.regularizers import make as make_regularizer
+from grokrun.results import CHECKPOINT, METRICS, SUMMARY, RunWriter, board_available, new_run_dir
 from grokrun.stacking import Single, Stacked, stack_filter, stack_optimizer
 from grokrun.tasks import task
+from grokrun.tasks.base import Task
 
 
 class Run:
@@ -59,14 +62,16 @@ class Run:
             raise ValueError("runs trained together must differ in their seed only")
         self.device = pick_device(cfg.device)
         if cfg.tensorboard:
-            _board_available()
+            board_available()
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if cfg.dtype == "bfloat16"
                          else nullcontext())
         tasks = self._build_tasks()
         self.parameters = parameter_counts(tasks[0].model)
         self.fingerprints = [t.fingerprint() for t in tasks]
         self.batches = [t.batches for t in tasks]
-        self.models = Single(tasks[0]) if len(tasks) == 1 else Stacked(tasks, len(set(self.fingerprints)) == 1)
+        self.models = Single(tasks[0], cfg.model.weight_noise) if len(tasks) == 1 else Stacked(
+            tasks, len(set(self.fingerprints)) == 1)
+        self.regularizer = make_regularizer(cfg.train.reg)
         self.graphs = None
         self._build_optimizer()
         if graphs.wanted(cfg.cuda_graph, self.device, self.grad_filter, tasks[0]):
@@ -102,9 +107,13 @@ class Run:
                 add_dropout(tasks[-1].model, cfg.model.dropout, cfg.task)
         if len(tasks) > 1 and not tasks[0].batchable:
             raise UserError(f"the {cfg.task} task cannot train seeds together; give one --seed at a time")
-        if cfg.model.dropout and (len(tasks) > 1 or cfg.cuda_graph == "on"):
-            raise UserError("--dropout draws each run's masks alone, eagerly: not for seeds stacked together (give one "
-                            "--seed) nor replayed from CUDA graphs (--cuda-graph off)")
+        if cfg.model.weight_noise and type(tasks[0]).objective is Task.objective:
+            raise UserError(f"--weight-noise: the {cfg.task} task computes its loss outside the model function that "
+                            "the noisy weights go into; drop --weight-noise")
+        drawn = draws(cfg)
+        if drawn and (len(tasks) > 1 or cfg.cuda_graph == "on"):
+            raise UserError(f"{drawn} draws each run's random numbers alone, eagerly: not for seeds stacked together "
+                            "(give one --seed) nor replayed from CUDA graphs (--cuda-graph off)")
         if cfg.compile:
             _compile(tasks, cfg)
         return tasks
@@ -126,7 +135,7 @@ class Run:
         for cfg in self.cfgs:
             run_dir = new_run_dir(Path(cfg.out), cfg.name or f"{cfg.task}-{cfg.filter.name}-seed{cfg.seed}")
             self.run_dirs.append(run_dir)
-            self.writers.append(RunWriter(run_dir, to_dict(cfg)))
+            self.writers.append(RunWriter(run_dir, to_dict(cfg), records.extra_columns(self)))
 
     # --- restore ----------------------------------------------------------------------------------------
 
@@ -150,7 +159,7 @@ class Run:
             raise UserError(f"{where} does not fit this run ({type(e).__name__}: {why}); "
                             "it cannot be resumed") from None
         for run_dir, s in zip(run_dirs, saved):
-            _check_rows(run_dir, s, self.start_step)
+            resume.check_rows(run_dir, s, self.start_step)
         for run_dir in run_dirs:
             try:
                 self.writers.append(RunWriter.resume(run_dir, upto=self.start_step))
@@ -284,12 +293,17 @@ class Run:
         models = self.models
         with self.autocast:
             losses = models.losses(idx)
+            objective = losses
+            if self.regularizer is not None:  # (one run: such runs never stack)
+                objective = losses + self.cfg.train.reg_weight * models.train_penalty(idx, self.regularizer)
         self.optimizer.zero_grad(set_to_none=True)
-        losses.sum().backward()  # the seeds' losses are independent: each gets its own gradient
+        objective.sum().backward()  # the seeds' losses are independent: each gets its own gradient
         # Clipping (per seed) comes before the filter, as in the Grokfast IMDb script.
         norms = models.grad_norms(self.cfg.optim.clip_grad)
         self.grad_filter.apply(models.params, amplify=amplify)
         self.optimizer.step()
+        if self.cfg.optim.grad_noise:
+            add_update_noise(self.optimizer, self.cfg.optim.grad_noise)
         return ~torch.isfinite(losses.detach() + norms)
 
     def _keep(self, keep: list[int]) -> None:
@@ -317,26 +331,6 @@ def _compile(tasks: list, cfg) -> None:
     if cfg.cuda_graph == "on":
         raise UserError("--compile and --cuda-graph on are two ways to replay the step; choose one")
     tasks[0].model.compile()
-
-
-def _check_rows(run_dir: Path, saved: dict[str, Any], step: int) -> None:
-    """UserError unless metrics.csv still holds every row written up to the checkpoint (nothing is changed)."""
-    try:
-        kept = sum(1 for r in read_metrics(run_dir) if r["step"] <= step)
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read {run_dir / METRICS} ({e}); the run cannot be resumed") from None
-    if kept < saved.get("rows", 0):  # (checkpoints written before the count was kept: no check)
-        raise UserError(f"{run_dir / METRICS} has lost rows: {kept} of the {saved['rows']} evaluations up to step "
-                        f"{step:,} are there; resumed, its curve would have a gap (restore the file, or start the "
-                        "run again)")
-
-
-def _board_available() -> None:
-    """--tensorboard needs the tensorboard package: say so before anything is written."""
-    import importlib.util
-
-    if importlib.util.find_spec("tensorboard") is None:
-        raise UserError("--tensorboard needs TensorBoard: pip install 'grokrun[tensorboard]'")
 
 
 def _common_parent(paths: list[Path]) -> Path:

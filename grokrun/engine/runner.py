@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from grokrun import checkpoint
+from grokrun.noise import draws
 from grokrun.optim import stacks
 from grokrun.resume import resumable_settings
 from grokrun.settings import machine_threads
@@ -73,10 +74,11 @@ def group_runs(runs: list[tuple[Any, Path | None]], batch: bool = True,
     for members in groups.values():
         first = members[0][0]
         name, compiled, elementwise = first.task, first.compile, stacks(first.optim.name)
-        stackable = batch and batchable(name) and not compiled and elementwise and not first.model.dropout
+        drawn = draws(first)
+        stackable = batch and batchable(name) and not compiled and elementwise and not drawn
         if batch and len(members) > 1 and not stackable and note:
             why = ("--compile compiles one run's model" if compiled
-                   else "--dropout draws each run's masks alone" if first.model.dropout
+                   else f"{drawn} draws each run's random numbers alone" if drawn
                    else f"the {name} task cannot train seeds together (its model cannot be stacked)"
                    if not batchable(name) else f"the {first.optim.name} optimizer is not known to step stacked seeds "
                    "as alone")

@@ -82,7 +82,15 @@ def describe_variant(config: dict[str, Any]) -> str:
         text += " · lr / (1 + λ)"
     extra = f" ({o['optimizer_args']})" if o.get("optimizer_args") else ""
     anneal = f" · cosine over {o['anneal_steps']:,}" if o.get("anneal_steps") else ""
-    return f"{text} · {o.get('name', '?')}{extra} wd {o.get('weight_decay', 0):g}{anneal}"
+    m, t = config.get("model", {}), config.get("train", {})
+    others = [f"{label} {value:g}" for label, value in (
+        ("dropout", m.get("dropout")), ("weight noise", m.get("weight_noise")), ("update noise", o.get("grad_noise")))
+        if value]
+    if t.get("reg", "none") != "none":
+        others.append(f"{ {'grokalign': 'GrokAlign', 'jacobian': 'Jacobian norm'}.get(t['reg'], t['reg'])} "
+                      f"λ={t.get('reg_weight', 0):g}")
+    return f"{text} · {o.get('name', '?')}{extra} wd {o.get('weight_decay', 0):g}{anneal}" + "".join(
+        f" · {x}" for x in others)
 
 
 def normalized_rate(f) -> float:

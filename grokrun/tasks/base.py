@@ -157,6 +157,15 @@ class Task:
     """Outputs per example that the loss averages over (MNIST's MSE: 10), so evaluation reports its mean."""
     eval_chunk: int = 16384
     """Examples scored at once in an evaluation, per seed."""
+    extra_splits: dict[str, str] = {}
+    """metrics.csv columns of the task's own: column -> a split of ``data`` whose accuracy each evaluation writes
+    there (XOR's perturbed test set)."""
+
+    def vector_input(self, model, rows: Tensor) -> tuple:
+        """(f, x): the model as a function of a float vector per example, and the training rows as such vectors,
+        for penalties on the input-output map (grokrun.regularizers); a task module whose model has none says
+        why in ``no_vector_input(options)`` and that run is refused."""
+        return model, rows
 
     def objective(self, model, data: tuple[Tensor, ...], idx: Tensor) -> Tensor:
         raise NotImplementedError

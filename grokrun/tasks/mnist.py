@@ -144,6 +144,11 @@ def build_model(cfg: Options):
     return scale_init(mlp(cfg.depth, cfg.width, ACTIVATIONS[cfg.activation]), cfg.init_scale)
 
 
+def no_vector_input(cfg: Options) -> None:
+    """The MLP reads a vector: --reg takes its input Jacobian (grokrun.regularizers)."""
+    return None
+
+
 class MnistTask(ClassificationTask):
     batchable = True
     eval_chunk = 10_000

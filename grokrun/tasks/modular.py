@@ -202,8 +202,19 @@ def build_model(cfg: Options):
                    embed_std=cfg.embed_std, init=cfg.init)
 
 
+def no_vector_input(cfg: Options) -> str | None:
+    """Why --reg cannot take this model's input Jacobian, or None (grokrun.regularizers)."""
+    if cfg.arch == "decoder":
+        return "the decoder looks its tokens up (no input vector): use --arch mlp (one-hot a and b)"
+    return None
+
+
 class ModularTask(ClassificationTask):
     batchable = True
+
+    def vector_input(self, model, rows):
+        """The pair MLP as a function of one-hot(a) ++ one-hot(b) (grokrun.regularizers)."""
+        return model.from_vector, model.two_hot(rows)
 
     def __init__(self, cfg: Options, seed: int, batch_size: int, device: torch.device, dtype: torch.dtype,
                  loss_dtype: torch.dtype | None = None):

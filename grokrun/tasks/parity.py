@@ -84,6 +84,11 @@ def examples(cfg: Options) -> tuple[Tensor, Tensor]:
     return bits, bits[:, :cfg.k].sum(1) % 2
 
 
+def no_vector_input(cfg: Options) -> None:
+    """The MLP reads a vector: --reg takes its input Jacobian (grokrun.regularizers)."""
+    return None
+
+
 class ParityTask(ClassificationTask):
     batchable = True
 

@@ -60,7 +60,7 @@ def test_a_run_is_seeded_resumes_exactly_and_its_seeds_train_one_after_another(c
     assert rows(tmp_path / "cut") == rows(tmp_path / "a")
     seeds = cli(["train", *SMALL, "--max-steps", "5", "--seeds", "0,1", "--out", tmp_path / "s"])
     assert seeds.exit_code == 0
-    assert "--dropout draws each run's masks alone; its 2 seeds run one after another" in seeds.output
+    assert "--dropout draws each run's random numbers alone; its 2 seeds run one after another" in seeds.output
 
 
 def test_a_model_without_a_place_for_it_is_one_line(cli, tmp_path):
