@@ -18,6 +18,7 @@ TASKS: dict[str, str | ModuleType] = {
     "imdb": "grokrun.tasks.imdb",
     "qm9": "grokrun.tasks.qm9",
     "parity": "grokrun.tasks.parity",
+    "xor": "grokrun.tasks.xor",
 }
 
 

@@ -88,7 +88,7 @@ def test_help_lists_the_plugin_beside_the_built_ins(cli, plugin):
     assert result.exit_code == 0
     text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", result.output).split())  # (the help's boxes and line breaks gone)
     assert "--hb-gain" in text and "--n-bits" in text
-    assert re.search(r"One of: modular, mnist, imdb, qm9, parity, majority", text)
+    assert re.search(r"One of: modular, mnist, imdb, qm9, parity, xor, majority", text)
     assert re.search(r"One of: none, ema, ma, orthograd, heavyball", text)
     assert re.search(r"One of: adam, adamw, sgd, muon, nesterov", text)
     from grokrun import plugins

@@ -25,6 +25,6 @@ def test_task_options_share_a_flag_across_tasks():
 
 def test_choices_list_the_registries_and_plugins_is_no_flag():
     names = by_name()
-    assert "One of: modular, mnist, imdb, qm9, parity." in names["task"].help
+    assert "One of: modular, mnist, imdb, qm9, parity, xor." in names["task"].help
     assert "One of: adam, adamw, sgd, muon." in names["optimizer"].help
     assert "plugins" not in names and "plugin" not in names  # (--plugin is the CLI's own option)
