@@ -53,12 +53,12 @@ class Options:
     block: str = "grokfast"
     """grokfast (as published: the stream is replaced by its LayerNorm before attention) | prenorm (textbook pre-LN)."""
     loss: str = "ce"
-    """ce (softmax cross-entropy) | stablemax (cross-entropy over StableMax, Prieto et al. 2025)."""
+    """ce (softmax cross-entropy) | stablemax (cross-entropy over StableMax, Prieto et al. 2025) | mse (squared error on one-hot targets, Gromov's quadratic network)."""
 
 
 # The Grokfast modular script's settings are the code's defaults (snapshots aside); the published runs differ
 # from them so.
-LOSSES = ("ce", "stablemax")  # (grokrun.losses)
+LOSSES = ("ce", "stablemax", "mse")  # (grokrun.losses)
 DEFAULTS: dict = {"train.snapshots": "log"}  # weights for grokrun analyze
 PRESETS = {
     "none": {"train.max_steps": 100_000},  # the baseline groks at ~40k steps
@@ -233,7 +233,8 @@ class ModularTask(ClassificationTask):
             "val": (x[order[n_train:]].to(device), y[order[n_train:]].to(device)),
         }
         self.batches = EpochBatches(n_train, batch_size, device, fork_global_generator())
-        self.use_loss(cfg.loss, loss_dtype)
+        # (MSE on one-hot targets averages over the model's outputs too, as for MNIST)
+        self.use_loss(cfg.loss, loss_dtype, outputs=symbols(cfg.op, cfg.p) if cfg.arch == "mlp" else vocab)
 
 
 def build(cfg, device: torch.device, dtype: torch.dtype) -> ModularTask:

@@ -313,3 +313,22 @@ def test_adam_epsilon_reaches_the_optimizer():
     assert optimizer.param_groups[0]["eps"] == 1e-25
     with pytest.raises(UserError, match="--eps must be in"):
         resolve(None, {"optim.eps": 0.0})
+
+
+def test_squared_error_on_one_hot_targets_averages_over_the_models_outputs():
+    """--loss mse (Gromov's quadratic network): the mean over examples and outputs, as torch's MSELoss, so the
+    evaluation's loss is on the training loss's scale; the pair MLP has p outputs, the decoder p + 2."""
+    import torch.nn.functional as F
+
+    from grokrun.config import resolve
+    from grokrun.tasks.modular import ModularTask
+
+    for arch, outputs in (("mlp", 11), ("decoder", 13)):
+        cfg = resolve(None, {"task": "modular", "modular.op": "add", "modular.p": 11, "modular.arch": arch,
+                             "modular.width": 16, "modular.heads": 2, "modular.layers": 1, "modular.loss": "mse"})
+        task = ModularTask(cfg.modular, 0, 32, torch.device("cpu"), torch.float64)
+        x, y = task.data["val"]
+        logits = task.model(x)
+        assert logits.shape[-1] == outputs and task.loss_units == outputs
+        expected = F.mse_loss(logits, F.one_hot(y, outputs).double())
+        assert task.evaluate("val")[0].item() == pytest.approx(expected.item(), rel=1e-12)
