@@ -67,7 +67,7 @@ def test_the_plugin_of_the_docs_trains_with_its_task_filter_loss_and_optimizer(c
     assert result.exit_code == 0, result.output
     result = cli(["train", "--plugin", plugin, "--task", "modular", "--loss", "hinge", "--out", tmp_path / "r"])
     assert result.exit_code == 2
-    assert result.stderr.strip() == "error: unknown loss 'hinge' for task modular; choose one of: ce, stablemax"
+    assert result.stderr.strip() == "error: unknown loss 'hinge' for task modular; choose one of: ce, stablemax, mse"
 
 
 def test_a_config_file_names_its_plugins_relative_to_itself(cli, plugin, tmp_path, monkeypatch):
