@@ -106,7 +106,8 @@ def check(cfg) -> None:
             raise UserError("--reg-weight weighs a regularizer; give one with --reg grokalign (or drop --reg-weight)")
         return
     if not weight:
-        raise UserError(f"--reg {reg} needs its weight: add --reg-weight λ (0.001 in GrokAlign's delayed-robustness run)")
+        raise UserError(f"--reg {reg} needs its weight: add --reg-weight λ "
+                        "(0.001 in GrokAlign's delayed-robustness run)")
     module = task(cfg.task)
     if not hasattr(module, "no_vector_input"):
         why = f"the {cfg.task} task's model reads none (it looks up tokens or gathers graphs)"

@@ -98,7 +98,8 @@ def toml(data: dict, prefix: str = "") -> str:
 def steps_to_criterion(run_dir: Path, threshold: float) -> int | None:
     with open(run_dir / "metrics.csv") as f:
         for row in csv.DictReader(f):
-            if row["train_acc"] and row["val_acc"] and float(row["train_acc"]) > 0.99 and float(row["val_acc"]) >= threshold:
+            train, val = row["train_acc"], row["val_acc"]
+            if train and val and float(train) > 0.99 and float(val) >= threshold:
                 return int(row["step"])
     return None
 

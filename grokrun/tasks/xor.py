@@ -38,7 +38,7 @@ class Options:
     width: int = 2048
     """Hidden width of the two-layer ReLU network (no biases)."""
     perturb: float = 0.2
-    """Standard deviation of the Gaussian noise added to the test set's noise features for the val_acc_perturbed column."""
+    """Standard deviation of the Gaussian noise on the test set's noise features for the val_acc_perturbed column."""
 
 
 # Their script: SGD at 0.1 with weight decay 0.1, the whole training set each step, float64, 1,000 steps.

@@ -77,7 +77,8 @@ def test_the_training_estimate_is_differentiable_in_the_weights():
     total = 0
     for xi, vi in zip(x, v):
         jac = torch.autograd.functional.jacobian(lambda t: net(t.unsqueeze(0)).squeeze(0), xi, create_graph=True)
-        total = total + torch.sqrt(4 * (vi @ jac).pow(2).sum()) + (net(xi.unsqueeze(0)).squeeze(0) - jac @ xi).pow(2).sum()
+        offset = net(xi.unsqueeze(0)).squeeze(0) - jac @ xi
+        total = total + torch.sqrt(4 * (vi @ jac).pow(2).sum()) + offset.pow(2).sum()
     (total / 3).backward()
     for a, b in zip(ours, (p.grad for p in net.parameters())):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-13)
@@ -112,7 +113,8 @@ def test_a_run_writes_the_exact_penalty_at_each_evaluation(cli, tmp_path):
      "--reg grokalign differentiates the model with respect to its input vector; the decoder looks its tokens up"),
     (["--arch", "mlp", "--reg", "grokalign"], "--reg grokalign needs its weight: add --reg-weight"),
     (["--arch", "mlp", "--reg-weight", "0.1"], "--reg-weight weighs a regularizer"),
-    (["--arch", "mlp", "--reg", "l7", "--reg-weight", "0.1"], "unknown regularizer 'l7'; choose one of: none, grokalign"),
+    (["--arch", "mlp", "--reg", "l7", "--reg-weight", "0.1"],
+     "unknown regularizer 'l7'; choose one of: none, grokalign"),
 ])
 def test_runs_that_cannot_take_it_are_one_line(cli, tmp_path, args, message):
     result = cli(["train", *SMALL, *args, "--out", tmp_path])
