@@ -33,9 +33,9 @@ def check(cfg) -> None:
     if cfg.optim.grad_noise and cfg.optim.name not in GRAD_NOISE_OPTIMIZERS:
         raise UserError(f"--grad-noise adds noise to Adam's (or SGD's) update, as openai/grok does; the "
                         f"{cfg.optim.name} optimizer has no such update: use --optimizer adamw, adam or sgd")
-    if (cfg.optim.grad_noise or cfg.model.weight_noise) and cfg.cuda_graph == "on":
-        raise UserError("--weight-noise and --grad-noise draw their noise eagerly: not replayed from CUDA graphs "
-                        "(--cuda-graph off)")
+    drawn = draws(cfg)
+    if drawn and cfg.cuda_graph == "on":  # (stacked seeds are refused where a stack is formed: engine/run.py)
+        raise UserError(f"{drawn} draws its random numbers eagerly: not replayed from CUDA graphs (--cuda-graph off)")
 
 
 def noisy(params: dict[str, Tensor], sigma: float) -> dict[str, Tensor]:

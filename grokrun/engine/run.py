@@ -110,10 +110,10 @@ class Run:
         if cfg.model.weight_noise and type(tasks[0]).objective is Task.objective:
             raise UserError(f"--weight-noise: the {cfg.task} task computes its loss outside the model function that "
                             "the noisy weights go into; drop --weight-noise")
-        drawn = draws(cfg)
-        if drawn and (len(tasks) > 1 or cfg.cuda_graph == "on"):
-            raise UserError(f"{drawn} draws each run's random numbers alone, eagerly: not for seeds stacked together "
-                            "(give one --seed) nor replayed from CUDA graphs (--cuda-graph off)")
+        drawn = draws(cfg)  # (with --cuda-graph on, refused when the config is checked: grokrun.noise.check)
+        if drawn and len(tasks) > 1:
+            raise UserError(f"{drawn} draws each run's random numbers alone: not for seeds stacked together "
+                            "(give one --seed)")
         if cfg.compile:
             _compile(tasks, cfg)
         return tasks

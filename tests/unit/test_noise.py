@@ -70,7 +70,10 @@ def test_a_run_is_seeded_off_at_evaluation_resumes_exactly_and_its_seeds_train_o
 @pytest.mark.parametrize("args, message", [
     (["--grad-noise", "0.1", "--optimizer", "muon"], "--grad-noise adds noise to Adam's (or SGD's) update"),
     (["--grad-noise", "-1"], "--grad-noise must be in [0, 100]"),
-    (["--weight-noise", "0.1", "--cuda-graph", "on"], "--weight-noise and --grad-noise draw their noise eagerly"),
+    (["--weight-noise", "0.1", "--cuda-graph", "on"],
+     "--weight-noise draws its random numbers eagerly: not replayed from CUDA graphs (--cuda-graph off)"),
+    (["--dropout", "0.1", "--cuda-graph", "on"],
+     "--dropout draws its random numbers eagerly: not replayed from CUDA graphs (--cuda-graph off)"),
 ])
 def test_bad_noise_settings_are_one_line(cli, tmp_path, args, message):
     result = cli(["train", *SMALL, *args, "--max-steps", "2", "--out", tmp_path])
