@@ -66,7 +66,7 @@ def settings(task: str, method: str, lr: float, budget: int) -> dict | None:
     extra = dict(METHODS[method])
     if "loss" in extra:  # the task's own loss setting
         extra[f"{base['task']}.loss"] = extra.pop("loss")
-    if method == "GrokAlign" and base.get("modular.arch", "decoder" if base["task"] == "modular" else "") == "decoder":
+    if method == "GrokAlign" and base["task"] == "modular" and base.get("modular.arch", "decoder") == "decoder":
         return None  # the decoder reads tokens: no input Jacobian
     for key, value in extra.items():
         if isinstance(value, str) and value.startswith("{lr"):

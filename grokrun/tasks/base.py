@@ -30,6 +30,12 @@ if TYPE_CHECKING:
     from torch import Tensor, nn
 
 
+def reads_vectors(options) -> None:
+    """A task module's ``no_vector_input`` where its model always reads a float vector per example (an MLP on
+    pixels, bits or features): no reason to refuse --reg (grokrun.regularizers)."""
+    return None
+
+
 def check_at_most(limits: dict[str, tuple[int, int]], why: str = "") -> None:
     """Upper bounds of a task's sizes, {flag: (value, limit)}: a slip of the keyboard is an error, not a model or
     a table that fills the memory."""

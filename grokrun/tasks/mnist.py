@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 from urllib.error import URLError
 
 from grokrun.errors import UserError
-from grokrun.tasks.base import ClassificationTask, EpochBatches, at_least_float32, check_at_most, fork_global_generator
+from grokrun.tasks.base import (ClassificationTask, EpochBatches, at_least_float32, check_at_most,
+                                fork_global_generator, reads_vectors)
 
 if TYPE_CHECKING:
     import torch
@@ -144,9 +145,7 @@ def build_model(cfg: Options):
     return scale_init(mlp(cfg.depth, cfg.width, ACTIVATIONS[cfg.activation]), cfg.init_scale)
 
 
-def no_vector_input(cfg: Options) -> None:
-    """The MLP reads a vector: --reg takes its input Jacobian (grokrun.regularizers)."""
-    return None
+no_vector_input = reads_vectors  # the MLP reads the pixels
 
 
 class MnistTask(ClassificationTask):

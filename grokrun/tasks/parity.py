@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from grokrun.errors import UserError
-from grokrun.tasks.base import ClassificationTask, EpochBatches, check_at_most, fork_global_generator, train_count
+from grokrun.tasks.base import (ClassificationTask, EpochBatches, check_at_most, fork_global_generator,
+                                reads_vectors, train_count)
 
 if TYPE_CHECKING:
     import torch
@@ -84,9 +85,7 @@ def examples(cfg: Options) -> tuple[Tensor, Tensor]:
     return bits, bits[:, :cfg.k].sum(1) % 2
 
 
-def no_vector_input(cfg: Options) -> None:
-    """The MLP reads a vector: --reg takes its input Jacobian (grokrun.regularizers)."""
-    return None
+no_vector_input = reads_vectors  # the MLP reads the bits
 
 
 class ParityTask(ClassificationTask):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from grokrun.errors import UserError
-from grokrun.tasks.base import EpochBatches, Task, check_at_most, fork_global_generator
+from grokrun.tasks.base import EpochBatches, Task, check_at_most, fork_global_generator, reads_vectors
 
 if TYPE_CHECKING:
     import torch
@@ -87,9 +87,7 @@ def examples(cfg: Options) -> tuple[Tensor, Tensor]:
     return torch.cat([signal.double(), noise], 1), (signal[:, 0] * signal[:, 1]).double()
 
 
-def no_vector_input(cfg: Options) -> None:
-    """The network reads a vector: --reg takes its input Jacobian (grokrun.regularizers)."""
-    return None
+no_vector_input = reads_vectors  # the network reads the features
 
 
 class XorTask(Task):
