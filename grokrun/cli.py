@@ -24,6 +24,7 @@ from grokrun.config import parse_seeds, resolve
 from grokrun.errors import UserError
 from grokrun.flags import flags, typer_parameters
 from grokrun.launch import plugins_named
+from grokrun.report import set_command
 from grokrun.options import (CompareFilters, CompareFormat, CompareJobs, CompareLrMatched, CompareNoBatch,
                              CompareOut, CompareSeeds, CompareThreshold, ConfigOption, NoBatchOption, PathsArgument,
                              PlotFormat, PlotThreshold, PluginOption, QuietOption, ResumeOption, SeedsOption,
@@ -83,6 +84,7 @@ _apps: dict[int, typer.Typer] = {}  # plugins.generation -> the app built for it
 
 def app_for(argv: list[str]) -> typer.Typer:
     """The app that parses ``argv``: its plugins loaded first, so their flags and names exist."""
+    set_command(argv)  # (the title of the sweep and comparison folders it makes)
     try:
         plugins.load(plugins_named(argv))
     except UserError as e:

@@ -22,6 +22,7 @@ from rich.markup import escape
 from grokrun.config import RunBase, resolve, to_dict
 from grokrun.errors import UserError
 from grokrun.jobs import Job, check_fits, plan_runs, run_jobs
+from grokrun.report import with_command
 from grokrun.results import CONFIG, add_thresholds, check_folder, in_use, make_folder, reuse_or_new, write_json_atomic
 from grokrun.runs import group_variants, is_run_dir, load_runs, read_run, variant_settings
 from grokrun.tasks import task
@@ -133,11 +134,12 @@ def write_manifest(out: Path, variants: list[Variant], seeds: list[int]) -> None
     make_folder(out)
     path = out / "compare.json"
     try:
-        known = json.loads(path.read_text()).get("seeds", [])
+        stored = json.loads(path.read_text())
+        known, commands = stored.get("seeds", []), stored.get("commands", [])
     except (OSError, ValueError, AttributeError):
-        known = []
+        known, commands = [], []
     write_json_atomic(path, {"task": variants[0].config.task, "variants": _manifest(variants),
-                             "seeds": list(dict.fromkeys([*known, *seeds]))})
+                             "seeds": list(dict.fromkeys([*known, *seeds])), "commands": with_command(commands)})
 
 
 # --- running ------------------------------------------------------------------------------------------
@@ -244,7 +246,31 @@ def report_table(grouped, folder: Path | None, threshold: float, fmt: str, conso
         write_markdown(rows, folder / "comparison.md", threshold, title, details)
         write_csv(rows, folder / "comparison.csv", threshold)
         figure = plot_overlay(grouped, folder / f"comparison.{fmt}", threshold)
+        write_page(folder, grouped, rows, threshold, [figure] if figure else [])
     except OSError as e:
         raise UserError(f"cannot write the comparison into {folder}: {e.strerror or e}") from None
-    drawn = f" and {figure.name}" if figure else " (no overlay plot: no run has an evaluation after step 0 to draw)"
-    console.print(escape(f"wrote {folder / 'comparison.md'}, comparison.csv{drawn}"))
+    drawn = f", {figure.name}" if figure else " (no overlay plot: no run has an evaluation after step 0 to draw)"
+    console.print(escape(f"wrote {folder / 'comparison.md'}, comparison.csv{drawn} and report.html"))
+
+
+def write_page(folder: Path, grouped, rows, threshold: float, figures: list[Path]) -> None:
+    """The comparison's report.html (grokrun.report): its command, the variants in words, the table, the figure,
+    every variant's curves, and each run linked to its own figures."""
+    from grokrun.plot import describe_filter, describe_task
+    from grokrun.report import Page, run_columns, run_row, write_report
+    from grokrun.table_write import columns
+
+    try:
+        commands = json.loads((folder / "compare.json").read_text()).get("commands", [])
+    except (OSError, ValueError, AttributeError):
+        commands = with_command([])
+    runs = [r for _, rs in grouped for r in rs]
+    settings = [("task", describe_task(runs[0]))]
+    settings += [(name, f"{describe_filter(rs[0])} · {rs[0].config.get('train', {}).get('max_steps', 0):,} steps "
+                        f"· seeds {', '.join(str(r.config.get('seed')) for r in rs)}") for name, rs in grouped]
+    notes = (f"Threshold {threshold:g} validation accuracy. Steps to the threshold are the first evaluated step at or "
+             "above it; a median whose seed did not get there within its budget is a lower bound (≥).")
+    table = [{"variant": name, **run_row(r, [threshold])} for name, rs in grouped for r in rs]
+    write_report(folder, Page("comparison", commands, folder.name, settings, notes, figures, grouped,
+                              [f"C{i % 10}" for i in range(len(grouped))], ["variant", *run_columns(threshold)],
+                              table, summary=columns(rows, threshold), threshold=threshold))

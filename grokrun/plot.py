@@ -113,7 +113,7 @@ def _axes(ax, kind: str, values: list[np.ndarray]) -> None:
     ax.grid(alpha=0.3, which="both")
 
 
-def _band(runs: list[Run], column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+def band(runs: list[Run], column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """Median, min and max across runs on the union of their steps (each run interpolated within its range)."""
     series = [s for s in (_series(r, column) for r in runs) if s is not None]
     if not series:
@@ -158,13 +158,13 @@ def plot_overlay(variants: list[tuple[str, list[Run]]], path: Path, threshold: f
                     unfinished[status] = unfinished.get(status, 0) + 1
             if unfinished:
                 label += " (" + ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in unfinished.items()) + ")"
-            val = _band(runs, "weight_norm" if kind == "weight_norm" else f"val_{kind}")
+            val = band(runs, "weight_norm" if kind == "weight_norm" else f"val_{kind}")
             if val is not None:
                 x, med, lo, hi = val
                 ax.fill_between(x, lo, hi, color=color, alpha=0.2, linewidth=0)
                 ax.plot(x, med, color=color, label=label if ax is axes[0] else None)
                 drawn.append(med)
-            train = None if kind == "weight_norm" else _band(runs, f"train_{kind}")
+            train = None if kind == "weight_norm" else band(runs, f"train_{kind}")
             if train is not None:
                 ax.plot(train[0], train[1], color=color, linestyle="--", linewidth=0.9, alpha=0.8)
                 drawn.append(train[1])

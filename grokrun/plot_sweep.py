@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.transforms import offset_copy
 
 from grokrun.plot import _finish
 
@@ -68,8 +69,9 @@ def _steps_figure(path: Path, axes, x_axis, cells, title: str) -> Path:
     positions = xs_all if numeric else list(range(len(xs_all)))
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot()
+    drawn: list[set[tuple[float, float]]] = []  # each line's points: a line through another's is shifted
     for k, combo in enumerate(_others(axes, x_axis)):
-        color = f"C{k % 10}"
+        color, marker = f"C{k % 10}", "os^Dv<>p"[k % 8]
         xs, known, bound, band = [], [], [], []
         for x, pos in zip(xs_all, positions):
             cell = cells.get(_point(axes, combo, {xi: x}))
@@ -82,11 +84,19 @@ def _steps_figure(path: Path, axes, x_axis, cells, title: str) -> Path:
         if not xs:
             continue
         line = sorted(known + bound)
-        ax.plot([p for p, _ in line], [v for _, v in line], color=color, alpha=0.6, label=_label(axes, combo) or None)
+        # Two lines through the same values (two settings censored at one budget) would hide each other: a line
+        # that meets one drawn before is shifted up by a few points on the page, its values unchanged.
+        shift = 3.0 * sum(bool(points & set(line)) for points in drawn)
+        drawn.append(set(line))
+        artists = ax.plot([p for p, _ in line], [v for _, v in line], color=color, alpha=0.6,
+                          label=_label(axes, combo) or None)
         if known:
-            ax.plot(*zip(*known), "o", color=color)
+            artists += ax.plot(*zip(*known), marker, color=color, linestyle="none")
         if bound:
-            ax.plot(*zip(*bound), "o", color=color, markerfacecolor="white")
+            artists += ax.plot(*zip(*bound), marker, color=color, markerfacecolor="white", linestyle="none")
+        if shift:  # (set after plotting: the axes' limits are those of the values)
+            for artist in artists:
+                artist.set_transform(offset_copy(ax.transData, fig=fig, y=shift, units="points"))
         if len(band) > 1:
             b = sorted(band)
             ax.fill_between([p for p, _, _ in b], [lo for _, lo, _ in b], [hi for _, _, hi in b], color=color,

@@ -23,6 +23,7 @@ from grokrun.errors import UserError
 from grokrun.grid import (MAX_RUNS, Axis, Grid, configs, grid_from, parse_values,  # noqa: F401 (sweep's names)
                           read_grid_file)
 from grokrun.jobs import check_fits, plan_runs, run_jobs
+from grokrun.report import with_command
 from grokrun.results import SWEEP_MANIFEST as MANIFEST
 from grokrun.results import add_thresholds, check_folder, in_use, make_folder, reuse_or_new, write_json_atomic
 from grokrun.runs import read_run
@@ -52,11 +53,12 @@ def output_folder(out: Path | None, grid: Grid, task: str, root: Path = Path("re
 def write_manifest(folder: Path, grid: Grid, task: str) -> None:
     make_folder(folder)
     try:
-        known = json.loads((folder / MANIFEST).read_text()).get("seeds", [])
+        stored = json.loads((folder / MANIFEST).read_text())
+        known, commands = stored.get("seeds", []), stored.get("commands", [])
     except (OSError, ValueError, AttributeError):
-        known = []
+        known, commands = [], []
     write_json_atomic(folder / MANIFEST, {**_manifest(grid, task), "seeds": list(dict.fromkeys([*known, *grid.seeds])),
-                                          "threshold": grid.threshold})
+                                          "threshold": grid.threshold, "commands": with_command(commands)})
 
 
 # --- running -------------------------------------------------------------------------------------------------

@@ -5,24 +5,22 @@
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
 import json
 import math
 import statistics
 from dataclasses import dataclass
-from html import escape as html_escape
 from pathlib import Path
 from typing import Any
 
 from grokrun.errors import UserError
 from grokrun.grid import value_text
-from grokrun.results import SWEEP_MANIFEST as MANIFEST, THRESHOLDS, first_at, write_text_atomic
+from grokrun.report import REPORT, Page, flag_words, point_colors, run_columns, run_row, write_report as write_page
+from grokrun.results import SWEEP_MANIFEST as MANIFEST, THRESHOLDS, write_text_atomic
 from grokrun.runs import is_run_dir, read_run
 
 TABLE = "sweep.csv"
-REPORT = "report.html"
 
 
 def read_manifest(folder: Path) -> dict[str, Any] | None:
@@ -43,25 +41,8 @@ def rows(folder: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
             run = read_run(path)
         except (OSError, ValueError):
             continue
-        cfg = run.config
-        values = {a["name"]: _lookup(cfg, a["key"]) for a in manifest["axes"]}
-        summary = run.summary or {}
-        metrics = run.metrics
-        last = metrics[-1] if metrics else {}
-        row = {**values, "seed": cfg.get("seed"), "status": summary.get("status", "incomplete"),
-               "steps": summary.get("steps", last.get("step")),
-               "max_steps": cfg.get("train", {}).get("max_steps"), "wall_s": summary.get("wall_s", last.get("wall_s"))}
-        for t in thresholds:
-            val, train = first_at(metrics, "val_acc", t), first_at(metrics, "train_acc", t)
-            row[f"steps_to_val_{t:g}"] = val["step"] if val else None
-            row[f"wall_s_to_val_{t:g}"] = val["wall_s"] if val else None
-            row[f"steps_to_train_{t:g}"] = train["step"] if train else None
-            row[f"delay_{t:g}"] = val["step"] - train["step"] if val and train else None
-            row[f"delay_ratio_{t:g}"] = val["step"] / train["step"] if val and train and train["step"] else None
-        accs = [r["val_acc"] for r in metrics if r.get("val_acc") is not None]
-        losses = [r["val_loss"] for r in metrics if r.get("val_loss") is not None and math.isfinite(r["val_loss"])]
-        row.update(best_val_acc=max(accs, default=None), min_val_loss=min(losses, default=None), run_dir=path.name)
-        out.append(row)
+        values = {a["name"]: _lookup(run.config, a["key"]) for a in manifest["axes"]}
+        out.append({**values, **run_row(run, thresholds)})
     return out
 
 
@@ -139,42 +120,37 @@ def write_outputs(folder: Path, fmt: str = "png") -> list[Path]:
 
 
 def write_report(folder: Path, manifest: dict[str, Any], table: list[dict[str, Any]], figures: list[Path]) -> None:
-    """report.html: what was swept, every figure (PNG or SVG inlined) and the table, in one self-contained page."""
+    """report.html (grokrun.report): the command as its title, what was swept in words, every figure, the curves
+    of every point and the table, each run linked to its own figures."""
+    from grokrun.plot import describe_task
+
     threshold = manifest.get("threshold", 0.99)
-    names = [a["name"] for a in manifest["axes"]]
-    columns = [*names, "seed", "status", "steps", f"steps_to_val_{threshold:g}", f"steps_to_train_{threshold:g}",
-               f"delay_{threshold:g}", "best_val_acc", "min_val_loss", "run_dir"]
-    head = "".join(f"<th>{html_escape(c)}</th>" for c in columns)
-    body = "\n".join("<tr>" + "".join(f"<td>{html_escape(_cell(r.get(c)))}</td>" for c in columns) + "</tr>"
-                     for r in table)
-    images = []
-    for figure in figures:
-        if figure.suffix == ".svg":
-            images.append(figure.read_text())
-        elif figure.suffix == ".png":
-            data = base64.b64encode(figure.read_bytes()).decode()
-            images.append(f'<img src="data:image/png;base64,{data}" alt="{html_escape(figure.name)}">')
-    swept = "; ".join(f"{a['name']} = {', '.join(map(value_text, a['values']))}" for a in manifest["axes"])
-    fixed = ", ".join(f"{k} = {value_text(v)}" for k, v in manifest.get("fixed", {}).items())
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>grokrun sweep: {html_escape(folder.name)}</title>
-<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse;font-size:13px}}
-td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}} img,svg{{max-width:100%;height:auto}}</style></head>
-<body><h1>{html_escape(folder.name)}</h1>
-<p>Task {html_escape(str(manifest.get("task")))}; swept: {html_escape(swept)}; fixed: {html_escape(fixed or "nothing")};
-seeds {html_escape(", ".join(map(str, manifest.get("seeds", []))))}; threshold {threshold:g} validation accuracy.
-Steps to the threshold are the first evaluated step at or above it; the delay is that minus the training set's.</p>
-{"".join(images)}
-<table><tr>{head}</tr>
-{body}
-</table></body></html>
-"""
-    write_text_atomic(folder / REPORT, page)
-
-
-def _cell(v: Any) -> str:
-    if v is None:
-        return "—"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
+    axes = manifest["axes"]
+    names = [a["name"] for a in axes]
+    runs = {r["run_dir"]: read_run(folder / r["run_dir"]) for r in table}
+    first = next(iter(runs.values()))
+    settings = [("task", describe_task(first))]
+    task = str(manifest.get("task"))
+    for a in axes:
+        flag, help = flag_words(a["key"], task)
+        settings.append((flag, f"{'swept' if len(a['values']) > 1 else 'set to'}: "
+                               f"{', '.join(map(value_text, a['values']))}. {help}"))
+    for key, value in manifest.get("fixed", {}).items():
+        if key == "task":
+            continue
+        flag, help = flag_words(key, task)
+        settings.append((flag, f"set to {value_text(value)}. {help}"))
+    settings.append(("seeds", ", ".join(map(str, manifest.get("seeds", [])))))
+    points: dict[tuple, list] = {}
+    for r in table:
+        points.setdefault(tuple(r[n] for n in names), []).append(runs[r["run_dir"]])
+    swept = [i for i, a in enumerate(axes) if len(a["values"]) > 1]
+    labels = [", ".join(f"{names[i]}={value_text(p[i])}" for i in swept) or "the point" for p in points]
+    colors = point_colors([p[swept[0]] for p in points] if len(swept) == 1 else labels)
+    notes = (f"Threshold {threshold:g} validation accuracy. Steps to the threshold are the first evaluated step at or "
+             "above it; the delay is that minus the training set's; a median whose seed did not get there within "
+             "its budget is a lower bound (open markers in the steps figure).")
+    page = Page("sweep", manifest.get("commands", []), folder.name, settings, notes, figures,
+                list(zip(labels, points.values())), colors, [*names, *run_columns(threshold)], table,
+                threshold=threshold)
+    write_page(folder, page)

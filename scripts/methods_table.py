@@ -19,6 +19,7 @@ import argparse
 import csv
 import json
 import math
+import shlex
 import statistics
 import subprocess
 import sys
@@ -166,6 +167,7 @@ def main() -> int:
                 continue
             cells[task, method] = cell(found, budget)
     write_outputs(args.out, tasks, methods, cells, budgets, time.time() - started)
+    write_page(args.out, tasks, methods, cells, budgets, " ".join(["python", *map(shlex.quote, sys.argv)]))
     return 0
 
 
@@ -181,6 +183,38 @@ def write_outputs(out: Path, tasks: list[str], methods: list[str], cells: dict, 
         w.writerows([m, *(cells.get((t, m), "") for t in tasks)] for m in methods)
     figure(out / "methods.png", tasks, methods, cells, budgets)
     print("\n".join(lines))
+
+
+def write_page(out: Path, tasks: list[str], methods: list[str], cells: dict, budgets: dict, command: str) -> None:
+    """OUT/report.html: the command, each task's setting and criterion, the figure and the table, each task's
+    column linked to its comparison's own report.html (every method's curves, every run and its figures)."""
+    from html import escape
+
+    from grokrun.report import inline_figure
+
+    head = "".join(f'<th><a href="{escape(t)}/report.html">{escape(t)}</a></th>' if (out / t / "report.html").is_file()
+                   else f"<th>{escape(t)}</th>" for t in tasks)
+    body = "".join(f"<tr><td>{escape(m)}</td>" + "".join(f"<td>{escape(cells.get((t, m), ''))}</td>" for t in tasks)
+                   + "</tr>\n" for m in methods)
+    criteria = "".join(f"<li><b>{escape(t)}</b>: {escape(', '.join(f'{k} = {v}' for k, v in TASKS[t][0].items()))}; "
+                       f"train &gt; 99% and test ≥ {TASKS[t][1]:g} at one evaluation; budget {budgets[t]:,} steps</li>"
+                       for t in tasks)
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{escape(command)}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}} h1{{font-size:1.1em}}
+table{{border-collapse:collapse;font-size:13px}} td,th{{border:1px solid #ccc;padding:2px 8px}} td{{text-align:right}}
+td:first-child{{text-align:left}} img{{max-width:100%}}</style></head><body>
+<h1><code>{escape(command)}</code></h1>
+<p>Median steps over the seeds to each task's criterion; "≥ N": the median seed did not get there within the budget
+N; (k/n): how many seeds did; n/a: the method does not apply to the task. A task's name opens its comparison: every
+method's curves, every run and its figures.</p>
+<ul>{criteria}</ul>
+{inline_figure(out / "methods.png")}
+<table><tr><th>method</th>{head}</tr>
+{body}</table>
+</body></html>
+"""
+    (out / "report.html").write_text(page)
 
 
 def figure(path: Path, tasks: list[str], methods: list[str], cells: dict, budgets: dict) -> None:

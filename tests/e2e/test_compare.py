@@ -40,7 +40,8 @@ def test_compare_trains_every_variant_and_seed_then_reuses_them(cli, tmp_path):
     assert (ema["filter"]["alpha"], ema["filter"]["lamb"], ema["optim"]["weight_decay"]) == (0.98, 2.0, 0.005)
     assert [r["variant"] for r in table_rows(out)] == ["baseline", "ema", "ma"]
     assert {p.name for p in out.iterdir() if p.is_file()} == {
-        ".grokrun.lock", "compare.json", "comparison.md", "comparison.csv", "comparison.png"}  # (the lock: held while running)
+        ".grokrun.lock", "compare.json", "comparison.md", "comparison.csv", "comparison.png",
+        "report.html"}  # (the lock: held while running)
     assert json.loads((out / "compare.json").read_text())["seeds"] == [0, 1]
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/summary.json")}
 

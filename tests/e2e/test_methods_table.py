@@ -26,6 +26,11 @@ def test_the_table_is_made_from_the_runs_of_one_compare_per_task(tmp_path):
     grokalign = (tmp_path / "configs" / "parity" / "01-GrokAlign.toml").read_text()
     assert 'reg = "grokalign"' in grokalign and "train_eval_every = 1" in grokalign
     assert (tmp_path / "parity" / "01-GrokAlign-seed0" / "summary.json").exists()
+    page = (tmp_path / "report.html").read_text()  # the table's page: its command, figure, and each task's page
+    assert "methods_table.py --out" in page.split("<title>")[1].split("</title>")[0]
+    assert page.count("data:image/png;base64,") == 1 and "<td>≥ 30 (0/1)</td>" in page
+    for task in ("parity", "modular"):
+        assert f'<a href="{task}/report.html">' in page and (tmp_path / task / "report.html").is_file()
 
 
 def test_a_cell_is_the_median_over_seeds_censored_where_the_median_seed_did_not_get_there(tmp_path):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from grokrun.plot import _band, describe_filter, describe_task, plot_path
+from grokrun.plot import band, describe_filter, describe_task, plot_path
 from grokrun.runs import read_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -47,7 +47,7 @@ def test_pdf_format(tmp_path, make_run):
 def test_band_is_median_min_max_across_seeds(tmp_path, make_run):
     runs = [read_run(make_run(tmp_path / f"s{i}", seed=i, val_acc=acc)) for i, acc in enumerate(
         [[0.0, 0.1, 0.2, 0.3], [0.0, 0.3, 0.4, 0.5], [0.0, 0.2, 0.9]])]  # the last stopped one evaluation early
-    steps, median, low, high = _band(runs, "val_acc")
+    steps, median, low, high = band(runs, "val_acc")
     assert steps.tolist() == [100, 200, 300]  # step 0 cannot sit on a log axis
     np.testing.assert_allclose(median, [0.2, 0.4, 0.4])  # at step 300: the two runs that got there
     np.testing.assert_allclose(low, [0.1, 0.2, 0.3])
@@ -103,6 +103,6 @@ def test_weight_norm_is_drawn_when_the_run_has_it(tmp_path, make_run):
     assert sorted(p.name for p in report.figures if p.parent.name == "ema-seed0") == [
         "accuracy.png", "loss.png", "weight_norm.png"]
     assert is_image(tmp_path / "ema-seed0" / "weight_norm.png") and is_image(tmp_path / "comparison.png")
-    steps, median, low, high = _band([read_run(tmp_path / f"ema-seed{s}") for s in range(2)], "weight_norm")
+    steps, median, low, high = band([read_run(tmp_path / f"ema-seed{s}") for s in range(2)], "weight_norm")
     np.testing.assert_allclose(median, [60.5, 30.0])
     np.testing.assert_allclose(high, [61.0, 30.0])
