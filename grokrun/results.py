@@ -163,26 +163,28 @@ def new_run_dir(out: Path, name: str) -> Path:
 
 
 class RunWriter:
-    """Writes one run directory as training goes: config first, a metrics row per evaluation, summary last.
+    """Writes one run directory as training goes: config first, a metrics row per evaluation, summary last; and
+    hands each row and the summary to the other ``sinks`` (grokrun.sinks: TensorBoard, W&B).
 
     ``extra``: columns after METRIC_COLUMNS that this run writes too (a task's own measures, a regularizer's
     penalty); a resumed run keeps its file's columns."""
 
-    def __init__(self, path: Path, config: dict[str, Any], extra: tuple[str, ...] = ()):
-        self.path, self.columns = path, [*METRIC_COLUMNS, *extra]
+    def __init__(self, path: Path, config: dict[str, Any], extra: tuple[str, ...] = (), sinks: list = ()):
+        self.path, self.columns, self.sinks = path, [*METRIC_COLUMNS, *extra], list(sinks)
         write_json_atomic(path / CONFIG, config)
         self._file = open(path / METRICS, "w", newline="")
         self._csv = csv.writer(self._file)
         self._csv.writerow(self.columns)
         self._file.flush()
         self.rows: list[dict[str, Any]] = []
-        self._board = _board(path) if config.get("tensorboard") else None
 
     @classmethod
     def resume(cls, path: Path, upto: int) -> "RunWriter":
         """Continue a run's metrics.csv from its checkpoint at step ``upto``: rows after it (written
-        before a crash, past the checkpoint) are dropped, as the resumed run evaluates those steps again."""
-        rows = [r for r in read_metrics(path) if r["step"] <= upto]
+        before a crash, past the checkpoint) are dropped, as the resumed run evaluates those steps again.
+        ``last_written``: the last step the file had before (what the run's sinks were given up to)."""
+        written = read_metrics(path)
+        rows = [r for r in written if r["step"] <= upto]
         header = next(csv.reader(io.StringIO((path / METRICS).read_text())), [])
         columns = [*METRIC_COLUMNS, *(c for c in header if c not in METRIC_COLUMNS)]
         with io.StringIO(newline="") as buf:
@@ -196,8 +198,8 @@ class RunWriter:
         self._file = open(path / METRICS, "a", newline="")
         self._csv = csv.writer(self._file)
         self.rows = rows
-        config = json.loads((path / CONFIG).read_text())
-        self._board = _board(path, purge_after=upto) if config.get("tensorboard") else None
+        self.last_written = int(written[-1]["step"]) if written else None
+        self.sinks = []  # (the engine opens them: grokrun.sinks.open_sinks)
         return self
 
     def log(self, row: dict[str, Any]) -> None:
@@ -205,41 +207,20 @@ class RunWriter:
         self.rows.append(row)
         self._csv.writerow(_cell(row.get(c)) for c in self.columns)
         self._file.flush()
-        if self._board is not None:
-            for column in self.columns[2:]:
-                if row.get(column) is not None:
-                    tag = column.replace("_", "/", 1) if column.startswith(("train_", "val_")) else column
-                    self._board.add_scalar(tag, row[column], row["step"])
-            self._board.flush()
+        for sink in self.sinks:
+            sink.log({c: row.get(c) for c in self.columns})
 
     def close(self) -> None:
         self._file.close()
-        if self._board is not None:
-            self._board.close()
+        for sink in self.sinks:
+            sink.close()
 
     def finish(self, summary: dict[str, Any]) -> None:
-        self.close()
+        self._file.close()
         write_json_atomic(self.path / SUMMARY, summary)
-
-
-TENSORBOARD = "tensorboard"
-
-
-def board_available() -> None:
-    """--tensorboard needs the tensorboard package: say so before anything is written."""
-    import importlib.util
-
-    if importlib.util.find_spec("tensorboard") is None:
-        raise UserError("--tensorboard needs TensorBoard: pip install 'grokrun[tensorboard]'")
-
-
-def _board(path: Path, purge_after: int | None = None):
-    """A TensorBoard writer into the run's tensorboard/ folder; resumed, it hides what came after the checkpoint."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise UserError("--tensorboard needs TensorBoard: pip install 'grokrun[tensorboard]'") from None
-    return SummaryWriter(str(path / TENSORBOARD), purge_step=None if purge_after is None else purge_after + 1)
+        for sink in self.sinks:
+            sink.finish(summary)
+            sink.close()
 
 
 def _cell(value: Any) -> str:
@@ -305,7 +286,7 @@ def add_thresholds(run_dir: Path, thresholds: tuple[float, ...]) -> None:
 
 # Settings that name or place a run but do not change what it computes.
 # where and how a run is written, not what it trains ("section.key" for a key inside a section)
-OUTPUT_SETTINGS = ("out", "name", "tensorboard", "train.snapshots")
+OUTPUT_SETTINGS = ("out", "name", "tensorboard", "wandb", "wandb_project", "wandb_group", "train.snapshots")
 
 
 def read_metrics(path: Path) -> list[dict[str, float | None]]:

@@ -21,6 +21,7 @@ from grokrun import optimizer_library
 from grokrun.optim import OPTIMIZERS
 from grokrun.regularizers import CHOICES as REGULARIZERS
 from grokrun.results import CHECKPOINT
+from grokrun.sinks import check as check_sinks
 from grokrun.tasks import TASKS
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -213,6 +214,12 @@ class RunBase:
     """Run directory name (default <task>-<filter>-seed<seed>; a suffix is added if it exists)."""
     tensorboard: bool = False
     """Also write TensorBoard event files, in the run directory's tensorboard/ (pip install 'grokrun[tensorboard]')."""
+    wandb: bool = False
+    """Also log to Weights & Biases, a W&B run per run (pip install 'grokrun[wandb]'; WANDB_MODE=offline works without a network, then wandb sync)."""
+    wandb_project: str = "grokrun"
+    """W&B project of --wandb runs."""
+    wandb_group: str = ""
+    """W&B group of --wandb runs (default: the sweep's or comparison's folder name, for the runs in one)."""
     plugins: list = field(default_factory=list)
     """Plugin files (--plugin FILE.py, repeatable) whose tasks, filters, losses and optimizers the run uses."""
     filter: FilterBase = field(default_factory=FilterBase)  # (replaced by the composed FilterConfig)
@@ -230,6 +237,7 @@ class RunBase:
         check_range("threads", 0 <= self.threads <= 1024, "in [0, 1,024] (0 = this machine's cores)", self.threads)
         if not self.out:
             raise UserError("--out must name a folder (it is empty)")
+        check_sinks(self)
         if self.name and ("/" in self.name or self.name.startswith(".") or not self.name.isprintable()
                           or self.name != self.name.strip()):
             raise UserError(f"--name must be a plain folder name: printable, not hidden (no leading '.'), without "

@@ -38,7 +38,8 @@ from grokrun.models import add_lora, load_weights, parameter_counts
 from grokrun.noise import add_update_noise, draws
 from grokrun.optim import lr_factor, make_optimizer
 from grokrun.regularizers import make as make_regularizer
-from grokrun.results import CHECKPOINT, METRICS, SUMMARY, RunWriter, board_available, new_run_dir
+from grokrun.results import CHECKPOINT, METRICS, SUMMARY, RunWriter, new_run_dir
+from grokrun.sinks import open_sinks
 from grokrun.stacking import Single, Stacked, stack_filter, stack_optimizer
 from grokrun.tasks import task
 from grokrun.tasks.base import Task
@@ -61,8 +62,6 @@ class Run:
         if any(s != settings[0] for s in settings) or len({c.seed for c in cfgs}) < len(cfgs):
             raise ValueError("runs trained together must differ in their seed only")
         self.device = pick_device(cfg.device)
-        if cfg.tensorboard:
-            board_available()
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if cfg.dtype == "bfloat16"
                          else nullcontext())
         tasks = self._build_tasks()
@@ -135,7 +134,9 @@ class Run:
         for cfg in self.cfgs:
             run_dir = new_run_dir(Path(cfg.out), cfg.name or f"{cfg.task}-{cfg.filter.name}-seed{cfg.seed}")
             self.run_dirs.append(run_dir)
-            self.writers.append(RunWriter(run_dir, to_dict(cfg), records.extra_columns(self)))
+            config = to_dict(cfg)
+            sinks = open_sinks(run_dir, config)  # (first: a sink that cannot start leaves the directory empty)
+            self.writers.append(RunWriter(run_dir, config, records.extra_columns(self), sinks))
 
     # --- restore ----------------------------------------------------------------------------------------
 
@@ -160,12 +161,15 @@ class Run:
                             "it cannot be resumed") from None
         for run_dir, s in zip(run_dirs, saved):
             resume.check_rows(run_dir, s, self.start_step)
-        for run_dir in run_dirs:
+        for run_dir, cfg in zip(run_dirs, self.cfgs):
             try:
-                self.writers.append(RunWriter.resume(run_dir, upto=self.start_step))
+                writer = RunWriter.resume(run_dir, upto=self.start_step)
             except OSError as e:
                 raise UserError(f"cannot rewrite {run_dir / METRICS} ({e.strerror or e}); the run cannot be "
                                 "resumed") from None
+            writer.sinks = open_sinks(run_dir, to_dict(cfg), resumed_at=self.start_step,
+                                      logged_upto=writer.last_written)
+            self.writers.append(writer)
         self.run_dirs = list(run_dirs)
         for run_dir in run_dirs:
             (run_dir / SUMMARY).unlink(missing_ok=True)  # running again: no stale status
