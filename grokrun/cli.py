@@ -13,13 +13,13 @@ plot and tabulating runs are instant.
 import functools
 import inspect
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from grokrun import plugins
+from grokrun.cli_kit import COMMANDS, EXIT_CODES, check_reporting, command, err, fail, out, warn
 from grokrun.config import parse_seeds, resolve
 from grokrun.errors import UserError
 from grokrun.flags import flags, typer_parameters
@@ -27,34 +27,9 @@ from grokrun.launch import plugins_named
 from grokrun.report import set_command
 from grokrun.options import (CompareFilters, CompareFormat, CompareJobs, CompareLrMatched, CompareNoBatch,
                              CompareOut, CompareSeeds, CompareThreshold, ConfigOption, NoBatchOption, PathsArgument,
-                             PlotFormat, PlotThreshold, PluginOption, QuietOption, ResumeOption, SeedsOption,
+                             PluginOption, QuietOption, ResumeOption, SeedsOption,
                              SweepAddress, SweepBackend, SweepCpus, SweepFormat, SweepGpus, SweepGridArgument,
                              SweepJobs, SweepNoBatch, SweepOut, SweepSeeds, SweepThreshold)
-
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
-EXIT_CODES = {"completed": 0, "stopped_at_target": 0, "diverged": 1, "interrupted": 130}
-COMMANDS: list[tuple[Any, dict]] = []  # (function, how to give it the config flags), in --help's order
-
-
-def fail(message: str) -> NoReturn:
-    """A mistake the user can fix: one line, exit status 2, no traceback."""
-    err.print(f"[red]error:[/red] {escape(message)}")
-    raise typer.Exit(2)
-
-
-def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/yellow] {escape(message)}")
-
-
-def command(config_flags: bool = True, exclude: tuple[str, ...] = (), text: bool = False):
-    """A command of the app; with ``config_flags``, its ``**values`` receives every config flag but ``exclude`` by
-    Python name (as text, with ``text``: a sweep's lists and ranges)."""
-    def register(func):
-        COMMANDS.append((func, {"config_flags": config_flags, "exclude": exclude, "text": text}))
-        return func
-    return register
-
 
 def build_app(error: str | None = None) -> typer.Typer:
     """The app for the registries as they are now (built-ins, installed entry points, plugins loaded); with
@@ -193,7 +168,7 @@ def compare(
     flags such as [b]--max-steps[/b] apply to every variant. Runs already complete in the output folder are
     reused, so running the same command again trains nothing. Given run directories, it only tabulates them.
     """
-    _check_reporting(threshold, fmt)
+    check_reporting(threshold, fmt)
     from grokrun import compare as cmp
 
     overrides = overrides_from(values, plugin)
@@ -216,15 +191,6 @@ def compare(
         fail(str(e))
     if not finished:
         raise typer.Exit(130)
-
-
-def _check_reporting(threshold: float, fmt: str) -> None:
-    from grokrun.plot import FORMATS
-
-    if not 0 < threshold <= 1:
-        fail(f"--threshold must be in (0, 1], got {threshold}")
-    if fmt not in FORMATS:
-        fail(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
 
 
 @command(exclude=("seed", "out", "name"), text=True)
@@ -271,69 +237,7 @@ def sweep(
         raise typer.Exit(130)
 
 
-@command(config_flags=False)
-def plot(
-    path: Annotated[Path, typer.Argument(help="A run directory, or a folder searched for them.", show_default=False)],
-    threshold: PlotThreshold = 0.95,
-    fmt: PlotFormat = "png",
-) -> None:
-    """Draw every run under PATH: accuracy, loss and weight-norm curves per run, and an overlay of the variants.
-
-    Per run: accuracy.png (tasks with accuracy), loss.png and weight_norm.png in its directory. For the runs found
-    together: comparison.png in PATH, each variant's median curve with its min–max band across seeds.
-    """
-    _check_reporting(threshold, fmt)
-    if not path.is_dir():
-        fail(f"no such folder: {path}")
-    from grokrun.plot import plot_path
-
-    report = plot_path(path, fmt, threshold)
-    from grokrun.sweep import read_manifest, write_outputs
-
-    if read_manifest(path) is not None:  # a sweep's folder: its table and figures
-        try:
-            report.overlays += [p for p in write_outputs(path, fmt) if p.suffix == f".{fmt}"]
-        except UserError as e:
-            report.warnings.append(str(e))
-    for problem in report.warnings:
-        warn(problem)
-    if not report.runs:
-        fail(f"nothing to draw in {path}" + (" (see the warnings above)" if report.warnings else
-                                             ": it holds no run directories"))
-    if not report.figures:
-        fail(f"no figure could be written for the {report.runs} runs in {path} (see the warnings above)")
-    out.print(escape(f"wrote {len(report.figures)} figures for {report.runs} run{'s' * (report.runs != 1)}"
-                     + "".join(f"; overlay {p}" for p in report.overlays)))
-
-
-@command(config_flags=False)
-def analyze(
-    paths: Annotated[list[Path], typer.Argument(help="Run directories, or folders searched for them.",
-                                                show_default=False)],
-    fmt: Annotated[str, typer.Option("--format", help="Figure format: png, svg or pdf (the animation is a GIF).")]
-    = "png",
-) -> None:
-    """What a modular-arithmetic run learned, from its weight snapshots (train --snapshots, on by default).
-
-    Per run, in its directory: embedding_pca.png and embedding_pca.gif (the residues' embeddings on their
-    principal components, joined in the order of a key frequency: the circles), fourier.png and fourier.json
-    (the embedding's norm per Fourier frequency, the key frequencies and their share), progress.png and
-    progress.csv (train/test loss, restricted and excluded loss, Fourier sparsity and weight norm over the
-    snapshots, with the phase marks). S5 runs get the PCA figures only.
-    """
-    from grokrun.plot import FORMATS
-
-    if fmt not in FORMATS:
-        fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    from grokrun.analyze import analyze_paths
-
-    try:
-        results = analyze_paths(paths, fmt, warn=warn)
-    except UserError as e:
-        fail(str(e))
-    for result in results:
-        out.print(escape(result.summary()))
-
+from grokrun import cli_read  # noqa: E402,F401 (plot, analyze, export: registered after train, compare, sweep)
 
 app = build_app()  # the built-in commands and flags; main() and app_for() build one with the plugins named
 _apps[plugins.generation] = app  # (so a command line without plugins reuses it rather than building it again)
