@@ -43,7 +43,7 @@ from grokrun.runs import find_runs
 KEY_FACTOR = 3.0
 PHASES = (("memorized", "train_acc", 0.99), ("test acc ≥ 10%", "test_acc", 0.10), ("generalized", "test_acc", 0.99))
 PROGRESS_COLUMNS = ("step", "train_loss", "train_acc", "test_loss", "test_acc", "restricted_loss", "excluded_loss",
-                    "fourier_sparsity", "weight_norm")
+                    "fourier_sparsity", "weight_norm", "llc", "llc_std", "llc_warning")
 SUM_OPS = {"add": 1, "sub": -1}  # ops whose answer is a function of a + sign * b, on the whole p x p grid
 PERMUTATION_OPS = ("s5", "s5conj", "s5aba")
 
@@ -145,6 +145,7 @@ class Analysis:
     norms: Tensor | None = None
     phases: dict[str, int | None] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
+    llc_warnings: list[tuple[int, str]] = field(default_factory=list)  # (step, why its LLC is unreliable)
 
     def summary(self) -> str:
         parts = [str(self.run_dir)]
@@ -156,6 +157,12 @@ class Analysis:
                  for name, step in self.phases.items()]
         if marks:
             parts.append("; ".join(marks))
+        estimated = [r for r in self.progress if r.get("llc") is not None]
+        if estimated:
+            last = estimated[-1]
+            parts.append(f"LLC at {len(estimated)} snapshots, {last['llc']:.3g} at step {last['step']:,}"
+                         + (f"; unreliable at {len(self.llc_warnings)} (first at step {self.llc_warnings[0][0]:,}: "
+                            f"{self.llc_warnings[0][1]})" if self.llc_warnings else ""))
         parts.append("wrote " + ", ".join(f.name for f in self.files))
         return " · ".join(parts)
 
@@ -180,8 +187,9 @@ def _logits(model: torch.nn.Module, x: Tensor, chunk: int = 4096) -> Tensor:
         return torch.cat([model(x[i:i + chunk]) for i in range(0, len(x), chunk)])
 
 
-def analyze_run(run_dir: Path, fmt: str = "png", loaded=None) -> Analysis:
-    """Every figure and table for one run, written into its directory (``loaded``: what load_run gave for it)."""
+def analyze_run(run_dir: Path, fmt: str = "png", loaded=None, llc=None) -> Analysis:
+    """Every figure and table for one run, written into its directory (``loaded``: what load_run gave for it;
+    ``llc``: (LLCSettings, every k-th snapshot) to estimate the local learning coefficient at, or None)."""
     from grokrun.tasks.modular import symbols, table
 
     cfg, t, steps, states = loaded or load_run(run_dir)
@@ -224,11 +232,34 @@ def analyze_run(run_dir: Path, fmt: str = "png", loaded=None) -> Analysis:
             result.progress.append(row)
         result.phases = {name: next((r["step"] for r in result.progress if r[col] >= level), None)
                          for name, col, level in PHASES}
+        if llc is not None:
+            _add_llc(result, t, states, *llc)
     try:
         _write(result, embeddings, fmt)
     except OSError as e:
         raise UserError(f"cannot write the figures into {run_dir}: {e.strerror or e}") from None
     return result
+
+
+def _add_llc(result: Analysis, t, states: list[dict[str, Tensor]], settings, every: int) -> None:
+    """llc, llc_std and llc_warning (the first word of grokrun.llc.diagnose's reason) at every ``every``-th
+    snapshot and the last; the reasons, per step, in ``result.llc_warnings``."""
+    from grokrun.llc import estimate
+
+    x, y = t.data["train"]
+
+    def loss(model, xb, yb):  # the run's own training loss
+        return t.loss_fn(model(xb), yb, t.loss_dtype)
+
+    for i, (row, state) in enumerate(zip(result.progress, states)):
+        if i % every and i != len(states) - 1:
+            continue
+        t.model.load_state_dict(state)
+        est = estimate(t.model, x, y, loss, settings)
+        flag = est.warning.split(":")[0].split(" (")[0].replace(" ", "_") if est.warning else None
+        row.update(llc=est.mean, llc_std=est.std, llc_warning=flag)
+        if est.warning:
+            result.llc_warnings.append((row["step"], est.warning))
 
 
 def _write(result: Analysis, embeddings: list[Tensor], fmt: str) -> None:
@@ -262,13 +293,14 @@ def _write(result: Analysis, embeddings: list[Tensor], fmt: str) -> None:
                                               f"step {result.steps[-1]:,}"))
     lines = [",".join(PROGRESS_COLUMNS)]
     for row in result.progress:
-        lines.append(",".join("" if row.get(c) is None else repr(row[c]) for c in PROGRESS_COLUMNS))
+        lines.append(",".join("" if row.get(c) is None else row[c] if isinstance(row[c], str) else repr(row[c])
+                              for c in PROGRESS_COLUMNS))
     write_text_atomic(run_dir / "progress.csv", "\n".join(lines) + "\n")
     result.files.append(run_dir / "progress.csv")
     result.files.append(plot.progress_measures(result.progress, result.phases, run_dir / f"progress.{fmt}"))
 
 
-def analyze_paths(paths: list[Path], fmt: str = "png", warn=None) -> list[Analysis]:
+def analyze_paths(paths: list[Path], fmt: str = "png", warn=None, llc=None) -> list[Analysis]:
     """Every run at or under ``paths``, each checked before anything is written. A path that is no run or folder
     of runs, or a run named itself that cannot be analyzed (another task, no snapshots, an edited config, a
     damaged snapshot), is a UserError naming it; such a run found in a folder is skipped, told to ``warn``."""
@@ -290,4 +322,4 @@ def analyze_paths(paths: list[Path], fmt: str = "png", warn=None) -> list[Analys
                 warn(f"skipping {run}: {e}")  # (one of a folder's: the others are still analyzed)
     if not loaded:
         raise UserError(f"no run in {', '.join(map(str, paths))} can be analyzed (see the warnings above)")
-    return [analyze_run(run, fmt, state) for run, state in loaded.items()]
+    return [analyze_run(run, fmt, state, llc) for run, state in loaded.items()]

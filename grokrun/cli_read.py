@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from grokrun.cli_kit import check_reporting, command, fail, out, warn
 from grokrun.errors import UserError
+from grokrun.llc import LLCSettings
 from grokrun.options import PlotFormat, PlotThreshold
 
 
@@ -54,6 +55,17 @@ def analyze(
                                                 show_default=False)],
     fmt: Annotated[str, typer.Option("--format", help="Figure format: png, svg or pdf (the animation is a GIF).")]
     = "png",
+    llc: Annotated[bool, typer.Option("--llc", help="Also estimate the local learning coefficient at the "
+                                      "snapshots (devinterp's SGLD; pip install 'grokrun[interp]').")] = False,
+    llc_lr: Annotated[float, typer.Option(help="SGLD step size ε.")] = LLCSettings.lr,
+    llc_nbeta: Annotated[float, typer.Option(help="SGLD inverse temperature nβ.")] = LLCSettings.nbeta,
+    llc_localization: Annotated[float, typer.Option(help="SGLD pull γ toward the snapshot's weights.")]
+    = LLCSettings.localization,
+    llc_chains: Annotated[int, typer.Option(help="SGLD chains per snapshot.")] = LLCSettings.chains,
+    llc_draws: Annotated[int, typer.Option(help="Draws per chain.")] = LLCSettings.draws,
+    llc_batch_size: Annotated[int, typer.Option(help="Training examples per SGLD step.")] = LLCSettings.batch_size,
+    llc_every: Annotated[int, typer.Option(help="Estimate at every N-th snapshot (and the last).")] = 1,
+    llc_seed: Annotated[int, typer.Option(help="Seed of the chains' noise and batches.")] = LLCSettings.seed,
 ) -> None:
     """What a modular-arithmetic run learned, from its weight snapshots (train --snapshots, on by default).
 
@@ -61,7 +73,8 @@ def analyze(
     principal components, joined in the order of a key frequency: the circles), fourier.png and fourier.json
     (the embedding's norm per Fourier frequency, the key frequencies and their share), progress.png and
     progress.csv (train/test loss, restricted and excluded loss, Fourier sparsity and weight norm over the
-    snapshots, with the phase marks). S5 runs get the PCA figures only.
+    snapshots, with the phase marks). S5 runs get the PCA figures only. With [b]--llc[/b], progress.csv and
+    progress.png also hold the local learning coefficient (docs/analyze.md).
     """
     from grokrun.plot import FORMATS
 
@@ -70,7 +83,17 @@ def analyze(
     from grokrun.analyze import analyze_paths
 
     try:
-        results = analyze_paths(paths, fmt, warn=warn)
+        settings = None
+        if llc:
+            from grokrun.llc import needs_devinterp
+
+            needs_devinterp()
+            settings = LLCSettings(llc_lr, llc_nbeta, llc_localization, llc_chains, llc_draws, llc_batch_size,
+                                   seed=llc_seed)
+            settings.check()
+            if llc_every < 1:
+                raise UserError(f"--llc-every must be >= 1, got {llc_every}")
+        results = analyze_paths(paths, fmt, warn=warn, llc=settings and (settings, llc_every))
     except UserError as e:
         fail(str(e))
     for result in results:

@@ -87,9 +87,13 @@ def progress_measures(progress: list[dict[str, Any]], phases: dict[str, int | No
     """Losses (train, test, restricted, excluded) above, Fourier sparsity and weight norm below, on one log-step
     axis (symmetric-log, so step 0 is drawn: linear below 1), with the phase marks."""
     steps = np.array([r["step"] for r in progress], dtype=float)
-    fig = Figure(figsize=(7.5, 6.4), layout="constrained")
-    top = fig.add_subplot(2, 1, 1)
-    bottom = fig.add_subplot(2, 1, 2, sharex=top)
+    with_llc = any(r.get("llc") is not None for r in progress)
+    fig = Figure(figsize=(7.5, 9.0 if with_llc else 6.4), layout="constrained")
+    top = fig.add_subplot(3 if with_llc else 2, 1, 1)
+    bottom = fig.add_subplot(3 if with_llc else 2, 1, 2, sharex=top)
+    panels = [top, bottom]
+    if with_llc:
+        panels.append(_llc_panel(fig.add_subplot(3, 1, 3, sharex=top), progress))
     for i, (label, col) in enumerate((("train loss", "train_loss"), ("test loss", "test_loss"),
                                       ("restricted loss (test)", "restricted_loss"),
                                       ("excluded loss (train)", "excluded_loss"))):
@@ -106,7 +110,7 @@ def progress_measures(progress: list[dict[str, Any]], phases: dict[str, int | No
     norm_ax.plot(steps, [r["weight_norm"] for r in progress], color="C5", marker=".", markersize=3,
                  label="weight norm")
     norm_ax.set_ylabel("L2 norm of all parameters")
-    for ax in (top, bottom):
+    for ax in panels:
         ax.set_xscale("symlog", linthresh=1)
         ax.set_xlim(left=0)
         ax.grid(alpha=0.3, which="both")
@@ -114,9 +118,27 @@ def progress_measures(progress: list[dict[str, Any]], phases: dict[str, int | No
             if step is not None:
                 ax.axvline(step, color="black", linestyle=("--", "-.", ":")[j % 3], linewidth=0.8,
                            label=f"{name} ({step:,})" if ax is top else None)
-    bottom.set_xlabel("optimization steps")
+    panels[-1].set_xlabel("optimization steps")
     top.legend(fontsize=7, ncol=2)
     handles = bottom.get_legend_handles_labels()[0] + norm_ax.get_legend_handles_labels()[0]
     bottom.legend(handles=handles, fontsize=7, loc="center left")
     top.set_title("progress measures over the weight snapshots", fontsize=9)
     return _finish(fig, path)
+
+
+def _llc_panel(ax, progress: list[dict[str, Any]]):
+    """The LLC at the snapshots where it was estimated: mean over the chains, their standard deviation as a bar,
+    estimates the diagnostics flag as open markers."""
+    rows = [r for r in progress if r.get("llc") is not None]
+    x = np.array([r["step"] for r in rows], dtype=float)
+    y = np.array([r["llc"] for r in rows], dtype=float)
+    err = np.array([r.get("llc_std") or 0.0 for r in rows], dtype=float)
+    flagged = np.array([bool(r.get("llc_warning")) for r in rows])
+    ax.errorbar(x, y, yerr=err, color="C6", marker=".", markersize=4, capsize=2, linewidth=1,
+                label="LLC (devinterp SGLD; bar: std over chains)")
+    if flagged.any():
+        ax.plot(x[flagged], y[flagged], "o", color="C6", markerfacecolor="white", label="unreliable (see progress.csv)")
+    ax.set_ylabel("local learning coefficient")
+    ax.legend(fontsize=7, loc="best")
+    return ax
+
