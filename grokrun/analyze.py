@@ -291,10 +291,12 @@ def _write(result: Analysis, embeddings: list[Tensor], fmt: str) -> None:
     result.files.append(run_dir / "fourier.json")
     result.files.append(plot.fourier_spectrum(share, result.keys, KEY_FACTOR, run_dir / f"fourier.{fmt}",
                                               f"step {result.steps[-1]:,}"))
-    lines = [",".join(PROGRESS_COLUMNS)]
+    estimated = any(row.get("llc") is not None for row in result.progress)
+    columns = [c for c in PROGRESS_COLUMNS if estimated or not c.startswith("llc")]  # (the LLC's: with --llc)
+    lines = [",".join(columns)]
     for row in result.progress:
         lines.append(",".join("" if row.get(c) is None else row[c] if isinstance(row[c], str) else repr(row[c])
-                              for c in PROGRESS_COLUMNS))
+                              for c in columns))
     write_text_atomic(run_dir / "progress.csv", "\n".join(lines) + "\n")
     result.files.append(run_dir / "progress.csv")
     result.files.append(plot.progress_measures(result.progress, result.phases, run_dir / f"progress.{fmt}"))
