@@ -257,7 +257,7 @@ def write_page(folder: Path, grouped, rows, threshold: float, figures: list[Path
     """The comparison's report.html (grokrun.report): its command, the variants in words, the table, the figure,
     every variant's curves, and each run linked to its own figures."""
     from grokrun.plot import describe_filter, describe_task
-    from grokrun.report import Page, run_columns, run_row, write_report
+    from grokrun.report import Page, point_colors, run_columns, run_row, write_report
     from grokrun.table_write import columns
 
     try:
@@ -272,5 +272,5 @@ def write_page(folder: Path, grouped, rows, threshold: float, figures: list[Path
              "above it; a median whose seed did not get there within its budget is a lower bound (≥).")
     table = [{"variant": name, **run_row(r, [threshold])} for name, rs in grouped for r in rs]
     write_report(folder, Page("comparison", commands, folder.name, settings, notes, figures, grouped,
-                              [f"C{i % 10}" for i in range(len(grouped))], ["variant", *run_columns(threshold)],
+                              point_colors([name for name, _ in grouped]), ["variant", *run_columns(threshold)],
                               table, summary=columns(rows, threshold), threshold=threshold))
