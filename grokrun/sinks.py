@@ -107,8 +107,9 @@ class Guarded:
         try:
             getattr(self.sink, method)(*args)
         except Exception as e:  # noqa: BLE001 (whatever a tracker raises, the run goes on)
-            print(f"warning: {self.name} stopped logging {method == 'log' and 'this run' or 'its summary'} "
-                  f"({type(e).__name__}: {' '.join(str(e).split())[:160]}); metrics.csv goes on", file=sys.stderr)
+            what = {"log": "this run", "finish": "this run's summary", "close": "this run as it closed"}[method]
+            print(f"warning: {self.name} stopped logging {what} ({type(e).__name__}: "
+                  f"{' '.join(str(e).split())[:160]}); metrics.csv goes on", file=sys.stderr)
             self.sink = None
 
     def log(self, row: dict[str, Any]) -> None:
