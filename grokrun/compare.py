@@ -270,7 +270,7 @@ def write_page(folder: Path, grouped, rows, threshold: float, figures: list[Path
                         f"· seeds {', '.join(str(r.config.get('seed')) for r in rs)}") for name, rs in grouped]
     notes = (f"Threshold {threshold:g} validation accuracy. Steps to the threshold are the first evaluated step at or "
              "above it; a median whose seed did not get there within its budget is a lower bound (≥).")
-    table = [{"variant": name, **run_row(r, [threshold])} for name, rs in grouped for r in rs]
+    table = [{"variant": name, **run_row(r, [threshold], folder)} for name, rs in grouped for r in rs]
     write_report(folder, Page("comparison", commands, folder.name, settings, notes, figures, grouped,
                               point_colors([name for name, _ in grouped]), ["variant", *run_columns(threshold)],
                               table, summary=columns(rows, threshold), threshold=threshold))

@@ -43,9 +43,10 @@ def with_command(known: list[str]) -> list[str]:
     return [*known, now] if now and now not in known else list(known)
 
 
-def run_row(run: Run, thresholds: list[float]) -> dict[str, Any]:
+def run_row(run: Run, thresholds: list[float], folder: Path | None = None) -> dict[str, Any]:
     """A run's numbers for the tables: status, steps, budget, time, and at each threshold the steps and seconds
-    to it on validation, the steps to it on the training set and the grokking delay; best accuracy, least loss."""
+    to it on validation, the steps to it on the training set and the grokking delay; best accuracy, least loss;
+    ``run_dir``, its name (its path from ``folder``, the page's, where it lies elsewhere)."""
     import math
 
     from grokrun.results import first_at
@@ -64,7 +65,8 @@ def run_row(run: Run, thresholds: list[float]) -> dict[str, Any]:
         row[f"delay_ratio_{t:g}"] = val["step"] / train["step"] if val and train and train["step"] else None
     accs = [r["val_acc"] for r in metrics if r.get("val_acc") is not None]
     losses = [r["val_loss"] for r in metrics if r.get("val_loss") is not None and math.isfinite(r["val_loss"])]
-    row.update(best_val_acc=max(accs, default=None), min_val_loss=min(losses, default=None), run_dir=run.path.name)
+    where = run.path.name if folder is None else os.path.relpath(run.path, folder)
+    row.update(best_val_acc=max(accs, default=None), min_val_loss=min(losses, default=None), run_dir=where)
     return row
 
 
@@ -174,13 +176,13 @@ def run_figures(path: Path) -> list[Path]:
     from grokrun.runs import read_run
 
     found = [path / f"{name}.png" for name in RUN_FIGURES if (path / f"{name}.png").is_file()]
-    metrics = path / METRICS
-    stale = not found or any(os.path.getmtime(f) < os.path.getmtime(metrics) for f in found)
-    if stale:
-        run = read_run(path)
-        if not drawable(run):
-            return []
-        found = [f for f in plot_run(run, "png") if f.suffix == ".png"]
+    try:
+        stale = not found or any(os.path.getmtime(f) < os.path.getmtime(path / METRICS) for f in found)
+        if stale:
+            run = read_run(path)
+            found = [f for f in plot_run(run, "png") if f.suffix == ".png"] if drawable(run) else []
+    except (OSError, ValueError):  # (a run that cannot be read or drawn: its row stays, without figures)
+        return []
     return found
 
 

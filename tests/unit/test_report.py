@@ -117,3 +117,16 @@ def test_a_comparisons_page_holds_its_table_and_every_run(cli, tmp_path):
     assert len(page.images) == 3  # comparison.png and the two curves' figures
     text = (out / "report.html").read_text()
     assert "<th>speedup (steps)</th>" in text and "<td>ema</td>" in text
+
+
+def test_a_page_over_runs_elsewhere_links_each_by_its_path_from_the_page(cli, tmp_path, make_run):
+    from urllib.parse import unquote
+
+    for folder, name in (("a", "none"), ("b", "ema")):  # two runs of one name, in two folders
+        make_run(tmp_path / "runs" / folder / "v-seed0", filter=name, val_acc=[0.0, 0.5, 0.9])
+    result = cli(["compare", tmp_path / "runs", "--out", tmp_path / "table"])
+    assert result.exit_code == 0, result.output
+    page = Page((tmp_path / "table" / "report.html").read_text())
+    assert sorted(page.rows) == ["../runs/a/v-seed0", "../runs/b/v-seed0"]
+    figures = [unquote(link) for link in page.links if link.endswith(".png")]
+    assert len(figures) == 4 and all((tmp_path / "table" / f).is_file() for f in figures)

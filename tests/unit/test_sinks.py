@@ -108,6 +108,13 @@ def test_stacked_seeds_log_as_separate_runs_and_a_comparison_groups_them(cli, tm
     assert len(ids) == 4
 
 
+def test_a_sweeps_runs_share_its_folders_group_with_their_swept_values_in_their_config(cli, tmp_path):
+    result = cli(["sweep", *TINY, "--max-steps", "4", "--lr", "1e-3,2e-3", "--out", tmp_path / "s"])
+    assert result.exit_code == 0, result.output
+    runs = [wandb_runs(d)[0] for d in sorted(p for p in (tmp_path / "s").iterdir() if p.is_dir())]
+    assert [(r["group"], r["config"]["optim"]["lr"]) for r in runs] == [("s", 1e-3), ("s", 2e-3)]
+
+
 def test_a_resumed_run_continues_its_wandb_run_without_logging_a_step_twice(cli, tmp_path, monkeypatch):
     from grokrun.filters import GradFilter
 
