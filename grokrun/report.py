@@ -12,7 +12,7 @@ import base64
 import io
 import os
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -106,7 +106,6 @@ class Page:
     rows: list[dict[str, Any]]
     summary: tuple[list[str], list[list[str]]] | None = None  # a comparison's table: headers, cells
     threshold: float = 0.95
-    extra: list[str] = field(default_factory=list)  # more HTML, already escaped
 
 
 def write_report(folder: Path, page: Page) -> Path:
@@ -130,7 +129,7 @@ def write_report(folder: Path, page: Page) -> Path:
                   f"{page.threshold:g}.</figcaption></figure>"]
     if train:
         parts.append(f"<details id=curves-train><summary>Training accuracy (show)</summary>{train}</details>")
-    parts += [*page.extra, "<h2>Runs</h2>", _runs_table(folder, page.columns, page.rows)]
+    parts += ["<h2>Runs</h2>", _runs_table(folder, page.columns, page.rows)]
     html = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px}} h1{{font-size:1.1em}} code{{font-size:95%}}
@@ -198,6 +197,8 @@ def inline_figure(figure: Path) -> str:
     """A figure file as HTML that carries it (SVG as is, PNG as a data URL), captioned by its name."""
     if figure.suffix == ".svg":
         return f"<figure>{figure.read_text()}<figcaption>{escape(figure.name)}</figcaption></figure>"
+    if figure.suffix != ".png":  # (a PDF: a browser shows it on its own, beside the page)
+        return f'<p><a href="{escape(figure.name)}">{escape(figure.name)}</a></p>'
     data = base64.b64encode(figure.read_bytes()).decode()
     return (f'<figure><img src="data:image/png;base64,{data}" alt="{escape(figure.name)}">'
             f"<figcaption>{escape(figure.name)}</figcaption></figure>")
