@@ -33,9 +33,9 @@ TOLERANCE = 1e-5  # the largest logit difference an export may have, on every in
 
 def why_not(cfg) -> str | None:
     """Why a run's model has no HookedTransformer form, naming the setting; None if it has one."""
-    m = cfg.modular
     if cfg.task != "modular":
         return f"the run is a {cfg.task} run; TransformerLens exports are of the modular decoder"
+    m = cfg.modular
     if m.arch != "decoder":
         return f"--arch {m.arch} is not a transformer; export runs of --arch decoder"
     if m.block == "grokfast" and m.layernorm:
