@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from grokrun.errors import UserError
-from grokrun.results import CONFIG, write_json_atomic
+from grokrun.results import CONFIG, atomic_write, write_json_atomic
 
 TARGETS = ("transformer-lens",)
 ACTIVATIONS = {"gelu": "gelu", "relu": "relu"}  # grokrun's -> HookedTransformerConfig.act_fn (gelu: exact, erf)
@@ -104,9 +104,13 @@ def export(run_dir: Path, step: int | None = None, out: Path | None = None) -> t
         raise UserError(f"the TransformerLens model's logits differ from the run's by {gap:.3g} (more than "
                         f"{TOLERANCE:g} relative): not written; please report this run's config")
     path = out or run_dir / (f"transformer_lens-step{step_done}.pt" if step is not None else "transformer_lens.pt")
-    torch.save({"config": config, "state_dict": state, "step": step_done, "run": str(run_dir)}, path)
-    write_json_atomic(path.with_suffix(".json"), {"step": step_done, "max_logit_difference": gap,
-                                                  "inputs": len(x), "config": {**config, "dtype": str(dtype)}})
+    saved = {"config": config, "state_dict": state, "step": step_done, "run": str(run_dir)}
+    try:
+        atomic_write(path, lambda f: torch.save(saved, f))
+        write_json_atomic(path.with_suffix(".json"), {"step": step_done, "max_logit_difference": gap, "inputs": len(x),
+                                                      "config": {**config, "dtype": str(dtype)}})
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
     return path, gap
 
 
