@@ -44,7 +44,8 @@ class LLCSettings:
                                ("chains", 1 <= self.chains <= 64, "in [1, 64]"),
                                ("draws", 4 <= self.draws <= 10**6, "in [4, 1,000,000]"),
                                ("batch-size", self.batch_size >= 1, ">= 1"),
-                               ("burnin", 0 <= self.burnin <= 10**6, "in [0, 1,000,000]")):
+                               ("burnin", 0 <= self.burnin <= 10**6, "in [0, 1,000,000]"),
+                               ("seed", 0 <= self.seed < 2**32, "in [0, 2**32)")):
             if not ok:
                 raise UserError(f"--llc-{name} must be {what}, got {getattr(self, name.replace('-', '_'))}")
 
