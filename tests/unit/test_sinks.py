@@ -30,13 +30,16 @@ def records(path: Path):
     from wandb.proto import wandb_internal_pb2 as pb
 
     data, pos, pending = path.read_bytes(), 7, b""
-    assert data[:4] == b":W&B"
+    if data[:4] != b":W&B":  # (not yet written)
+        return
     while pos + 7 <= len(data):
         left = 32768 - pos % 32768
         _, length, kind = struct.unpack("<IHB", data[pos:pos + 7]) if left >= 7 else (0, 0, 0)
         if left < 7 or kind == 0:  # the block's padding
             pos += left
             continue
+        if pos + 7 + length > len(data):  # a chunk still being written
+            return
         pending += data[pos + 7:pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):  # a whole record, or a record's last chunk
@@ -50,10 +53,24 @@ def key(item) -> str:
     return item.key or ".".join(item.nested_key)
 
 
-def wandb_runs(run_dir: Path) -> list[dict]:
+def finished_files(run_dir: Path, expected: int, wait_s: float = 30.0) -> list[Path]:
+    """The run directory's W&B run files, once ``expected`` of them hold their exit record: W&B's service writes
+    them behind the process, so a file may still be filling just after ``finish()`` returns."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        files = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+        done = [f for f in files if any(r.WhichOneof("record_type") == "exit" for r in records(f))]
+        if len(done) >= expected or time.monotonic() > deadline:
+            return files
+        time.sleep(0.2)
+
+
+def wandb_runs(run_dir: Path, expected: int = 1) -> list[dict]:
     """Each W&B run file under the run directory, oldest first: its id, group, name, config, rows and summary."""
     out = []
-    for file in sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb")):
+    for file in finished_files(run_dir, expected):
         run = {"rows": [], "summary": {}, "config": {}}
         for r in records(file):
             kind = r.WhichOneof("record_type")
@@ -137,7 +154,7 @@ def test_a_resumed_run_continues_its_wandb_run_without_logging_a_step_twice(cli,
     assert before[-1] > 8  # rows after the checkpoint were logged, to the CSV and to W&B
     again = cli(["train", "--resume", run_dir])
     assert again.exit_code == 0, again.output
-    runs = wandb_runs(run_dir)
+    runs = wandb_runs(run_dir, expected=2)
     assert len(runs) == 2 and runs[0]["id"] == runs[1]["id"]  # the same W&B run, continued
     assert [r["_step"] for r in runs[0]["rows"]] == before
     # each step once, with the numbers metrics.csv has now (the rows past the checkpoint were evaluated again to
