@@ -23,7 +23,8 @@ from grokrun.config import RunBase, resolve, to_dict
 from grokrun.errors import UserError
 from grokrun.jobs import Job, check_fits, plan_runs, run_jobs
 from grokrun.report import with_command
-from grokrun.results import CONFIG, add_thresholds, check_folder, in_use, make_folder, reuse_or_new, write_json_atomic
+from grokrun.results import (CONFIG, add_thresholds, check_folder, in_use, make_folder, manifest_history, reuse_or_new,
+                             write_json_atomic)
 from grokrun.runs import group_variants, is_run_dir, load_runs, read_run, variant_settings
 from grokrun.tasks import task
 
@@ -133,11 +134,7 @@ def plan(out: Path, variants: list[Variant], seeds: list[int]) -> list[Job]:
 def write_manifest(out: Path, variants: list[Variant], seeds: list[int]) -> None:
     make_folder(out)
     path = out / "compare.json"
-    try:
-        stored = json.loads(path.read_text())
-        known, commands = stored.get("seeds", []), stored.get("commands", [])
-    except (OSError, ValueError, AttributeError):
-        known, commands = [], []
+    known, commands = manifest_history(path)
     write_json_atomic(path, {"task": variants[0].config.task, "variants": _manifest(variants),
                              "seeds": list(dict.fromkeys([*known, *seeds])), "commands": with_command(commands)})
 

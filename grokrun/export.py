@@ -99,8 +99,9 @@ def export(run_dir: Path, step: int | None = None, out: Path | None = None) -> t
     hooked.eval()
     x, _, _ = table(cfg.modular.op, cfg.modular.p)
     with torch.no_grad():
-        gap = (hooked(x)[:, -1] - model(x)).abs().max().item()
-    if not gap <= TOLERANCE * (1 + model(x).abs().max().item()):
+        logits = model(x)
+        gap = (hooked(x)[:, -1] - logits).abs().max().item()
+    if not gap <= TOLERANCE * (1 + logits.abs().max().item()):
         raise UserError(f"the TransformerLens model's logits differ from the run's by {gap:.3g} (more than "
                         f"{TOLERANCE:g} relative): not written; please report this run's config")
     path = out or run_dir / (f"transformer_lens-step{step_done}.pt" if step is not None else "transformer_lens.pt")

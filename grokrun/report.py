@@ -129,7 +129,8 @@ def write_report(folder: Path, page: Page) -> Path:
                   f"{page.threshold:g}.</figcaption></figure>"]
     if train:
         parts.append(f"<details id=curves-train><summary>Training accuracy (show)</summary>{train}</details>")
-    parts += ["<h2>Runs</h2>", _runs_table(folder, page.columns, page.rows)]
+    runs = {os.path.relpath(run.path, folder): run for _, group in page.groups for run in group}
+    parts += ["<h2>Runs</h2>", _runs_table(page.columns, page.rows, runs)]
     html = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px}} h1{{font-size:1.1em}} code{{font-size:95%}}
@@ -150,13 +151,14 @@ def _table(headers: list[str], cells: list[list[str]]) -> str:
     return f"<table><tr>{head}</tr>\n{body}</table>"
 
 
-def _runs_table(folder: Path, columns: list[str], rows: list[dict[str, Any]]) -> str:
+def _runs_table(columns: list[str], rows: list[dict[str, Any]], runs: dict[str, Run]) -> str:
+    """A row per run; ``runs``: the runs by their rows' run_dir (their path from the page's folder)."""
     body = []
     for row in rows:
         cells = "".join(f"<td>{escape(_text(row.get(c)))}</td>" for c in columns if c != "run_dir")
         name = str(row["run_dir"])
         links = " ".join(f'<a href="{escape(_href(name, f.name))}">{escape(f.stem.replace("_", " "))}</a>'
-                         for f in run_figures(folder / name))
+                         for f in run_figures(runs[name]))
         body.append(f'<tr id="{escape(name)}">{cells}<td><a href="{escape(_href(name, ""))}">{escape(name)}</a>'
                     f"</td><td>{links or '—'}</td></tr>")
     head = "".join(f"<th>{escape(c)}</th>" for c in [*(c for c in columns if c != "run_dir"), "run", "figures"])
@@ -169,16 +171,15 @@ def _href(run: str, file: str) -> str:
     return quote(f"{run}/{file}")
 
 
-def run_figures(path: Path) -> list[Path]:
+def run_figures(run: Run) -> list[Path]:
     """The run's own figures (grokrun plot's), drawn again where missing or older than its metrics."""
     from grokrun.plot import drawable, plot_run
-    from grokrun.runs import read_run
 
+    path = run.path
     found = [path / f"{name}.png" for name in RUN_FIGURES if (path / f"{name}.png").is_file()]
     try:
         stale = not found or any(os.path.getmtime(f) < os.path.getmtime(path / METRICS) for f in found)
         if stale:
-            run = read_run(path)
             found = [f for f in plot_run(run, "png") if f.suffix == ".png"] if drawable(run) else []
     except (OSError, ValueError):  # (a run that cannot be read or drawn: its row stays, without figures)
         return []

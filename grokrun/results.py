@@ -73,6 +73,16 @@ def write_json_atomic(path: Path, data: dict) -> None:
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
+def manifest_history(path: Path) -> tuple[list, list]:
+    """A sweep's or comparison's manifest's ``seeds`` and ``commands`` so far ([] each where it is not there
+    or unreadable), which the manifest written again keeps and extends."""
+    try:
+        stored = json.loads(path.read_text())
+        return stored.get("seeds", []), stored.get("commands", [])
+    except (OSError, ValueError, AttributeError):
+        return [], []
+
+
 def check_folder(path: Path) -> None:
     """UserError if ``path`` is a file where a folder of results should be (--out)."""
     if path.exists() and not path.is_dir():
@@ -207,8 +217,10 @@ class RunWriter:
         self.rows.append(row)
         self._csv.writerow(_cell(row.get(c)) for c in self.columns)
         self._file.flush()
-        for sink in self.sinks:
-            sink.log({c: row.get(c) for c in self.columns})
+        if self.sinks:
+            logged = {c: row.get(c) for c in self.columns}
+            for sink in self.sinks:
+                sink.log(logged)
 
     def close(self) -> None:
         self._file.close()

@@ -25,6 +25,7 @@ from grokrun.errors import UserError
 
 TENSORBOARD = "tensorboard"  # the run directory's folder of event files
 WANDB = "wandb"  # the run directory's folder of W&B's own files (offline runs: wandb sync RUN_DIR/wandb/offline-*)
+NEEDS_TENSORBOARD = "--tensorboard needs TensorBoard: pip install 'grokrun[tensorboard]'"
 WANDB_RUN = "wandb.json"  # the run's W&B id, project and group: a resume continues that W&B run
 _BAD_PROJECT_CHARS = set("/\\#?%:\r\n")  # W&B's rule for project names (and at most 128 characters)
 
@@ -44,7 +45,7 @@ def check(cfg) -> None:
     """Refuse, before anything trains, a sink that cannot work: its package missing, a project name W&B
     refuses, or W&B online without a login."""
     if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
-        raise UserError("--tensorboard needs TensorBoard: pip install 'grokrun[tensorboard]'")
+        raise UserError(NEEDS_TENSORBOARD)
     if not cfg.wandb:
         return
     if importlib.util.find_spec("wandb") is None:
@@ -134,7 +135,7 @@ class TensorBoard:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise UserError("--tensorboard needs TensorBoard: pip install 'grokrun[tensorboard]'") from None
+            raise UserError(NEEDS_TENSORBOARD) from None
         self.board = SummaryWriter(str(path / TENSORBOARD), purge_step=None if resumed_at is None else resumed_at + 1)
 
     def log(self, row: dict[str, Any]) -> None:

@@ -25,7 +25,8 @@ from grokrun.grid import (MAX_RUNS, Axis, Grid, configs, grid_from, parse_values
 from grokrun.jobs import check_fits, plan_runs, run_jobs
 from grokrun.report import with_command
 from grokrun.results import SWEEP_MANIFEST as MANIFEST
-from grokrun.results import add_thresholds, check_folder, in_use, make_folder, reuse_or_new, write_json_atomic
+from grokrun.results import (add_thresholds, check_folder, in_use, make_folder, manifest_history, reuse_or_new,
+                             write_json_atomic)
 from grokrun.runs import read_run
 from grokrun.sweep_results import REPORT, TABLE, read_manifest, rows, write_outputs  # noqa: F401 (sweep's names)
 
@@ -52,11 +53,7 @@ def output_folder(out: Path | None, grid: Grid, task: str, root: Path = Path("re
 
 def write_manifest(folder: Path, grid: Grid, task: str) -> None:
     make_folder(folder)
-    try:
-        stored = json.loads((folder / MANIFEST).read_text())
-        known, commands = stored.get("seeds", []), stored.get("commands", [])
-    except (OSError, ValueError, AttributeError):
-        known, commands = [], []
+    known, commands = manifest_history(folder / MANIFEST)
     write_json_atomic(folder / MANIFEST, {**_manifest(grid, task), "seeds": list(dict.fromkeys([*known, *grid.seeds])),
                                           "threshold": grid.threshold, "commands": with_command(commands)})
 

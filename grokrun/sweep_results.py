@@ -18,7 +18,7 @@ from grokrun.errors import UserError
 from grokrun.grid import value_text
 from grokrun.report import REPORT, Page, flag_words, point_colors, run_columns, run_row, write_report as write_page
 from grokrun.results import SWEEP_MANIFEST as MANIFEST, THRESHOLDS, write_text_atomic
-from grokrun.runs import is_run_dir, read_run
+from grokrun.runs import Run, is_run_dir, read_run
 
 TABLE = "sweep.csv"
 
@@ -33,6 +33,11 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
 
 def rows(folder: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per run directory of the sweep: its swept values, seed, status, and the numbers of sweep.csv."""
+    return [row for row, _ in _read(folder, manifest)]
+
+
+def _read(folder: Path, manifest: dict[str, Any]) -> list[tuple[dict[str, Any], Run]]:
+    """Each readable run directory of the sweep, read once: its row and the run."""
     threshold = manifest.get("threshold", 0.99)
     thresholds = sorted({*THRESHOLDS, threshold})
     out = []
@@ -42,7 +47,7 @@ def rows(folder: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
         except (OSError, ValueError):
             continue
         values = {a["name"]: _lookup(run.config, a["key"]) for a in manifest["axes"]}
-        out.append({**values, **run_row(run, thresholds)})
+        out.append(({**values, **run_row(run, thresholds)}, run))
     return out
 
 
@@ -106,20 +111,22 @@ def write_outputs(folder: Path, fmt: str = "png") -> list[Path]:
     manifest = read_manifest(folder)
     if manifest is None:
         return []
-    table = rows(folder, manifest)
-    if not table:
+    read = _read(folder, manifest)
+    if not read:
         return []
+    table = [row for row, _ in read]
     try:
         write_csv(folder / TABLE, table)
         figures = plot_sweep(folder, manifest, table, cells(table, manifest["axes"], manifest.get("threshold", 0.99)),
                              fmt)
-        write_report(folder, manifest, table, figures)
+        write_report(folder, manifest, read, figures)
     except OSError as e:
         raise UserError(f"cannot write the sweep's results into {folder}: {e.strerror or e}") from None
     return [folder / TABLE, *figures, folder / REPORT]
 
 
-def write_report(folder: Path, manifest: dict[str, Any], table: list[dict[str, Any]], figures: list[Path]) -> None:
+def write_report(folder: Path, manifest: dict[str, Any], read: list[tuple[dict[str, Any], Run]],
+                 figures: list[Path]) -> None:
     """report.html (grokrun.report): the command as its title, what was swept in words, every figure, the curves
     of every point and the table, each run linked to its own figures."""
     from grokrun.plot import describe_task
@@ -127,9 +134,8 @@ def write_report(folder: Path, manifest: dict[str, Any], table: list[dict[str, A
     threshold = manifest.get("threshold", 0.99)
     axes = manifest["axes"]
     names = [a["name"] for a in axes]
-    runs = {r["run_dir"]: read_run(folder / r["run_dir"]) for r in table}
-    first = next(iter(runs.values()))
-    settings = [("task", describe_task(first))]
+    table = [row for row, _ in read]
+    settings = [("task", describe_task(read[0][1]))]
     task = str(manifest.get("task"))
     for a in axes:
         flag, help = flag_words(a["key"], task)
@@ -142,8 +148,8 @@ def write_report(folder: Path, manifest: dict[str, Any], table: list[dict[str, A
         settings.append((flag, f"set to {value_text(value)}. {help}"))
     settings.append(("seeds", ", ".join(map(str, manifest.get("seeds", [])))))
     points: dict[tuple, list] = {}
-    for r in table:
-        points.setdefault(tuple(r[n] for n in names), []).append(runs[r["run_dir"]])
+    for row, run in read:
+        points.setdefault(tuple(row[n] for n in names), []).append(run)
     swept = [i for i, a in enumerate(axes) if len(a["values"]) > 1]
     labels = [", ".join(f"{names[i]}={value_text(p[i])}" for i in swept) or "the point" for p in points]
     colors = point_colors([p[swept[0]] for p in points] if len(swept) == 1 else labels)
