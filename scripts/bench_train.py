@@ -203,7 +203,8 @@ def setup_imdb(args, device, autocast):
         w.writerow(["review", "sentiment"])
         for i in range(1000):
             w.writerow([" ".join(rng.choices(lexicon, k=300)), "positive" if i % 2 else "negative"])
-    cfg = resolve(None, {"task": "imdb", "filter.name": "ema", "device": args.device, "*.data_file": str(path)})
+    cfg = resolve(None, {"task": "imdb", "filter.name": "ema", "device": args.device, "*.data_file": str(path),
+                         **({"imdb.seq_len": args.seq_len} if args.seq_len else {})})
     torch.manual_seed(0)
     task = task_module("imdb").build(cfg, device, torch.float32)
     i = cfg.imdb
@@ -292,6 +293,8 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None, help="mnist: a folder with MNIST/raw (default: random IDX files)")
     ap.add_argument("--steps", type=int, default=30, help="steps per timed block")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved blocks per implementation")
+    ap.add_argument("--seq-len", type=int, default=None,
+                    help="imdb: tokens per review (default the published 500; gpu_check.sh's CPU form: 50)")
     args = ap.parse_args()
     device = pick_device(args.device)
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.dtype == "bfloat16"
@@ -313,7 +316,8 @@ def main() -> None:
             synchronize(device)
             ms[name].append((time.perf_counter() - t0) * 1e3 / args.steps)
     med = {name: statistics.median(v) for name, v in ms.items()}
-    print(f"{args.task} step, batch {cfg.train.batch_size}, {args.dtype}, device {device}, "
+    length = f", {cfg.imdb.seq_len} tokens" if args.task == "imdb" else ""
+    print(f"{args.task} step, batch {cfg.train.batch_size}{length}, {args.dtype}, device {device}, "
           f"{torch.get_num_threads()} threads; median of {args.rounds} blocks of {args.steps} steps")
     for name, v in med.items():
         print(f"  {name:16}{v:8.2f} ms/step")

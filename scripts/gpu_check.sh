@@ -36,7 +36,7 @@ if [ "$device" = cuda ]; then  # the sizes each check runs at
 else
     graph_steps=20; seeds_list=1,2; bench="--steps 2 --rounds 1"; limit=120
     tiny=(--p 11 --width 32 --layers 1 --heads 2 --batch-size 32 --eval-every 5); compare_seeds=0-1
-    compare_steps=10; stack_seeds=0-1; stop_steps=20; imdb="--steps 1 --rounds 1"; compile_args="--tasks mnist --steps 2 --rounds 1 --warm 2"
+    compare_steps=10; stack_seeds=0-1; stop_steps=20; imdb="--steps 1 --rounds 1 --seq-len 50"; compile_args="--tasks mnist --steps 2 --rounds 1 --warm 2"
 fi
 
 check() {  # check TITLE SECONDS COMMAND...: run it, append it to the report

@@ -2,14 +2,14 @@
 of the table, at the final weights and at a snapshot; models HookedTransformer cannot express are one line."""
 
 import sys
+from importlib.util import find_spec
 
 import pytest
 import torch
 
-pytest.importorskip("transformer_lens")
-from transformer_lens import HookedTransformer, HookedTransformerConfig  # noqa: E402
+from grokrun import checkpoint, snapshots
 
-from grokrun import checkpoint, snapshots  # noqa: E402
+pytestmark = pytest.mark.skipif(find_spec("transformer_lens") is None, reason="transformer_lens is not installed")  # (found, not imported: importing it costs each worker of the suite 4 s at collection)
 
 TINY = ["--task", "modular", "--op", "add", "--p", "11", "--width", "16", "--layers", "2", "--heads", "2",
         "--batch-size", "32", "--eval-every", "10", "--max-steps", "30", "--quiet"]
@@ -32,6 +32,8 @@ def grokrun_logits(run_dir, weights):
 
 
 def reloaded_logits(path, x):
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
     saved = torch.load(path)  # as the docs' snippet: weights_only, HookedTransformer's own classes
     model = HookedTransformer(HookedTransformerConfig(**saved["config"]))
     model.load_state_dict(saved["state_dict"], strict=False)
