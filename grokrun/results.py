@@ -248,12 +248,14 @@ def first_at(rows: list[dict[str, Any]], column: str, threshold: float) -> dict[
     return next((r for r in rows if r.get(column) is not None and r[column] >= threshold), None)
 
 
-def metric_summary(rows: list[dict[str, Any]], asked: tuple[float | None, ...] = ()) -> dict[str, Any]:
+def metric_summary(rows: list[dict[str, Any]], asked: tuple[float | None, ...] = (),
+                   loss_targets: tuple[float | None, ...] = ()) -> dict[str, Any]:
     """Steps and wall-clock to each accuracy threshold (THRESHOLDS and those ``asked`` for, such as the run's
     --stop-at-acc), on validation and on the training set; the grokking delay at each (validation steps minus
     training steps, and their ratio, where both were reached); best val acc, min val loss and its step. The
     training set is scored more sparsely (``train_eval_every``), so its crossing, and the delay, are read on
-    that coarser grid."""
+    that coarser grid. ``loss_targets``: validation-loss targets (--stop-at-loss), whose first evaluation below each
+    is ``steps_to_val_loss`` (present only where one was asked for)."""
     thresholds = sorted({*THRESHOLDS, *(t for t in asked if t is not None)})
     val = {f"{t:g}": first_at(rows, "val_acc", t) for t in thresholds}
     train = {f"{t:g}": first_at(rows, "train_acc", t) for t in thresholds}
@@ -263,7 +265,11 @@ def metric_summary(rows: list[dict[str, Any]], asked: tuple[float | None, ...] =
     delay = {k: ({"steps": val[k]["step"] - train[k]["step"],
                   "ratio": val[k]["step"] / train[k]["step"] if train[k]["step"] else None}
                  if val[k] and train[k] else None) for k in val}
+    below = {f"{t:g}": next((r for r in rows if r.get("val_loss") is not None and r["val_loss"] < t), None)
+             for t in sorted({t for t in loss_targets if t is not None})}
     return {
+        **({"steps_to_val_loss": {k: (r["step"] if r else None) for k, r in below.items()},
+            "wall_s_to_val_loss": {k: (r["wall_s"] if r else None) for k, r in below.items()}} if below else {}),
         "steps_to_val_acc": {k: (r["step"] if r else None) for k, r in val.items()},
         "wall_s_to_val_acc": {k: (r["wall_s"] if r else None) for k, r in val.items()},
         "steps_to_train_acc": {k: (r["step"] if r else None) for k, r in train.items()},

@@ -9,6 +9,7 @@ to ``FilterBase`` (grokrun.config composes both). Importing this module does not
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -119,6 +120,8 @@ class TrainConfig:
     """Also score the full training set at every Nth evaluation (and step 0 and the last step); 1 = at every one."""
     stop_at_acc: float | None = None
     """Stop once validation accuracy reaches this value (e.g. 0.95)."""
+    stop_at_loss: float | None = None
+    """Stop once validation loss falls below this value (e.g. 0.01); with --stop-at-acc, once both are met."""
     eval_schedule: str = "linear"
     """linear (every --eval-every steps) | log (every step below 30, every 10th below 150, then --eval-points log-spaced steps to the budget)."""
     eval_points: int = 150
@@ -152,6 +155,8 @@ class TrainConfig:
                     self.train_eval_every)
         if self.stop_at_acc is not None:
             check_range("stop-at-acc", 0.0 < self.stop_at_acc <= 1.0, "in (0, 1]", self.stop_at_acc)
+        if self.stop_at_loss is not None:
+            check_range("stop-at-loss", 0.0 < self.stop_at_loss < math.inf, "a positive number", self.stop_at_loss)
 
 
 @dataclass

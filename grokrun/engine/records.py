@@ -112,7 +112,7 @@ def finish(run, i: int, status: str, step: int, diverged_at: int | None) -> dict
     summary = {
         "status": status, "task": cfg.task, "filter": cfg.filter.name, "seed": cfg.seed,
         "steps": step, "max_steps": cfg.train.max_steps, "diverged_at": diverged_at,
-        **metric_summary(rows, asked=(cfg.train.stop_at_acc,)),  # the target asked for, among the thresholds
+        **metric_summary(rows, asked=(cfg.train.stop_at_acc,), loss_targets=(cfg.train.stop_at_loss,)),  # its targets
         "wall_s": run.wall, "ms_per_step": run.timer.median_ms(), "peak_memory_mb": peak_memory(run),
         "parameters": run.parameters,
         "final": {k: rows[-1].get(k) for k in ("step", "train_loss", "train_acc", "val_loss", "val_acc")},

@@ -262,19 +262,26 @@ class Run:
 
     def _ended(self, step: int, is_eval: bool, bad_steps: list[int]) -> dict[int, tuple[str, int | None]]:
         """The seeds that end at this step: position in the stack -> (status, step it diverged at)."""
-        target = self.cfg.train.stop_at_acc
         ended: dict[int, tuple[str, int | None]] = {}
         for j, bad_step in enumerate(bad_steps):
-            val_acc = self.rows[j].get("val_acc")
             if bad_step >= 0:
                 ended[j] = ("diverged", bad_step)
-            elif is_eval and target is not None and val_acc is not None and val_acc >= target:
+            elif is_eval and self._at_target(self.rows[j]):
                 ended[j] = ("stopped_at_target", None)
             elif step == self.cfg.train.max_steps:  # (a stop asked for during the last step: it is done all the same)
                 ended[j] = ("completed", None)
             elif self.stop.requested:
                 ended[j] = ("interrupted", None)
         return ended
+
+    def _at_target(self, row: dict) -> bool:
+        """Whether an evaluation's row meets every target asked for (--stop-at-acc, --stop-at-loss); none: never."""
+        acc, loss = self.cfg.train.stop_at_acc, self.cfg.train.stop_at_loss
+        if acc is None and loss is None:
+            return False
+        met_acc = acc is None or (row.get("val_acc") is not None and row["val_acc"] >= acc)
+        met_loss = loss is None or (row.get("val_loss") is not None and row["val_loss"] < loss)
+        return met_acc and met_loss
 
     # --- the step ---------------------------------------------------------------------------------------
 
