@@ -178,6 +178,55 @@ def test_preset_grids_open_with_their_command_and_resolve(path):
     assert len(runs) > 1 and len({name for _, name, _ in runs}) == len(runs)
 
 
+def test_the_nanda_fraction_curve_is_the_nanda_run_at_each_fraction_with_the_softmax_their_code_computes():
+    """configs/sweeps/nanda_fraction.toml, as its header states: configs/nanda_add.toml's run, with the softmax in
+    float32 and stopping once test loss < 1e-2 and 99% test accuracy are met, at fractions 0.3 to 0.9 without a
+    filter and with the EMA filter's own settings, seeds 0-2; its float64 command replaces the grid's fraction."""
+    from dataclasses import asdict, replace
+
+    from grokrun.config import resolve
+
+    path = Path(__file__).parents[2] / "configs" / "sweeps" / "nanda_fraction.toml"
+    by_key = {f.key: f for f in flags()}
+    runs = sw.configs(sw.read_grid_file(path, by_key))
+    nanda = resolve(Path(__file__).parents[2] / "configs" / "nanda_add.toml", {})
+    assert len(runs) == 42
+    points = {(cfg.filter.name, cfg.modular.train_frac, cfg.seed) for _, _, cfg in runs}
+    assert points == {(f, frac, seed) for f in ("none", "ema") for frac in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+                      for seed in (0, 1, 2)}
+    for _, _, cfg in runs:
+        expected = replace(nanda, seed=cfg.seed, filter=resolve(None, {"filter.name": cfg.filter.name}).filter,
+                           modular=replace(nanda.modular, train_frac=cfg.modular.train_frac),
+                           train=replace(nanda.train, softmax_dtype="float32", stop_at_loss=0.01, stop_at_acc=0.99))
+        assert asdict(cfg) == asdict(expected)
+    assert cfg.filter.alpha == 0.98 and cfg.filter.lamb == 2.0  # (the last: an EMA run)
+    command = next(line for line in path.read_text().splitlines() if "--softmax-dtype float64" in line).split()
+    assert command == ["#", "grokrun", "sweep", "configs/sweeps/nanda_fraction.toml", "--train-frac", "0.3",
+                       "--softmax-dtype", "float64"]
+    float64 = sw.configs(sw.grid_from(path, {"train_frac": "0.3", "softmax_dtype": "float64"}, None, None))
+    assert {(cfg.modular.train_frac, cfg.train.softmax_dtype) for _, _, cfg in float64} == {(0.3, "float64")}
+    assert len(float64) == 6  # both filters, three seeds
+
+
+def test_the_fraction_curve_script_reads_both_criteria_and_marks_runs_that_did_not_get_there(make_run, tmp_path):
+    """scripts/fraction_curve.py (the preset's figure): per filter and fraction, each seed's first evaluation with
+    test loss below the target and with the test accuracy; a run that got to neither counts as "≥ its steps"."""
+    import subprocess
+    import sys
+
+    fast, slow = ([0.0, 0.5, 0.995, 0.999], [3.0, 0.9, 0.05, 0.02]), ([0.0, 0.2, 0.6, 0.992], [5.0, 3.0, 0.8, 0.5])
+    for filt, frac, seed, (acc, loss) in [("none", 0.3, 0, slow), ("none", 0.3, 1, slow), ("none", 0.5, 0, fast),
+                                          ("ema", 0.3, 0, fast), ("ema", 0.5, 0, fast)]:
+        make_run(tmp_path / "sweep" / f"f{filt}{frac}-seed{seed}", seed=seed, filter=filt, val_acc=acc,
+                 val_loss=loss, settings={"modular.train_frac": frac})
+    done = subprocess.run([sys.executable, str(Path(__file__).parents[2] / "scripts" / "fraction_curve.py"),
+                           str(tmp_path / "sweep"), "--loss", "0.1"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "| none | 0.3 | ≥ 300 / ≥ 300 | 300 / 300 |" in done.stdout  # loss never < 0.1; 99% at step 300
+    assert "| none | 0.5 | 200 | 200 |" in done.stdout and "| ema | 0.3 | 200 | 200 |" in done.stdout
+    assert (tmp_path / "sweep" / "fraction_curve.png").stat().st_size > 10_000
+
+
 @pytest.mark.parametrize("text, kind, values", [
     ("0.2:0.6:0.1", float, [0.2, 0.3, 0.4, 0.5, 0.6]),
     ("0.1:0.9:0.1", float, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]),

@@ -1,0 +1,96 @@
+"""The data-fraction curve of a sweep over the training fraction (configs/sweeps/nanda_fraction.toml): steps until
+the test loss falls below a target and until a test accuracy, against the fraction, one line per filter (median
+over seeds, min-max band), a run that did not get there marked at the steps it ran (an open triangle: "more
+than this"). Read from each run's metrics.csv, so runs of any age count; prints the table it draws.
+
+    python scripts/fraction_curve.py results/sweep-modular-...      # writes FOLDER/fraction_curve.png
+    python scripts/fraction_curve.py FOLDER --loss 0.01 --acc 0.99 --out curve.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from grokrun.runs import find_runs, load_runs
+
+
+def first_step(metrics: list[dict], column: str, below: float | None = None, above: float | None = None):
+    """The first evaluation's step whose ``column`` is below ``below`` (or at least ``above``), or None."""
+    for row in metrics:
+        v = row.get(column)
+        if v is not None and ((below is not None and v < below) or (above is not None and v >= above)):
+            return int(row["step"])
+    return None
+
+
+def curve(folder: Path, loss: float, acc: float) -> dict[str, dict[float, list[tuple[int, bool]]]]:
+    """{criterion: {(filter, fraction): [(steps, reached), ...] over seeds}}; a run not reaching it: (its steps,
+    False)."""
+    runs, _ = load_runs(find_runs(folder)[0])
+    out: dict[str, dict] = {"loss": {}, "acc": {}}
+    for run in runs:
+        cfg = run.config
+        key = (cfg["filter"]["name"], float(cfg[cfg["task"]]["train_frac"]))
+        ran = int(run.metrics[-1]["step"]) if run.metrics else 0
+        for name, step in (("loss", first_step(run.metrics, "val_loss", below=loss)),
+                           ("acc", first_step(run.metrics, "val_acc", above=acc))):
+            out[name].setdefault(key, []).append((step, True) if step is not None else (ran, False))
+    return out
+
+
+def draw(data: dict, loss: float, acc: float, path: Path) -> None:
+    fig = Figure(figsize=(11, 4.4), layout="constrained")
+    titles = {"loss": f"steps until test loss < {loss:g}", "acc": f"steps to {acc:.0%} test accuracy"}
+    for k, (name, points) in enumerate(data.items()):
+        ax = fig.add_subplot(1, 2, k + 1)
+        for i, filt in enumerate(sorted({f for f, _ in points})):
+            fracs = sorted(frac for f, frac in points if f == filt)
+            cells = [points[(filt, frac)] for frac in fracs]
+            reached = [[s for s, ok in c if ok] for c in cells]
+            xs = [fr for fr, r, c in zip(fracs, reached, cells) if len(r) > len(c) / 2]  # a median that is known
+            med = [statistics.median([s if ok else float("inf") for s, ok in c])
+                   for fr, c in zip(fracs, cells) if fr in xs]
+            ax.plot(xs, med, marker="o", color=f"C{i}", label=f"{filt} (median of seeds)")
+            lo = [min(r) for fr, r in zip(fracs, reached) if fr in xs]
+            hi = [max(s for s, _ in c) for fr, c in zip(fracs, cells) if fr in xs]
+            ax.fill_between(xs, lo, hi, color=f"C{i}", alpha=0.2, linewidth=0)
+            censored = [(fr, s) for fr, c in zip(fracs, cells) for s, ok in c if not ok]
+            if censored:
+                ax.scatter(*zip(*censored), marker="^", facecolors="none", edgecolors=f"C{i}",
+                           label=f"{filt}: not reached (at the steps run)")
+        ax.set_yscale("log")
+        ax.set_xlabel("fraction of the table used for training")
+        ax.set_ylabel("optimization steps")
+        ax.set_title(titles[name], fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("folder", type=Path)
+    ap.add_argument("--loss", type=float, default=0.01, help="test-loss target (Nanda et al.: 1e-2)")
+    ap.add_argument("--acc", type=float, default=0.99, help="test-accuracy target")
+    ap.add_argument("--out", type=Path, default=None, help="figure file (default FOLDER/fraction_curve.png)")
+    args = ap.parse_args()
+    data = curve(args.folder, args.loss, args.acc)
+    if not data["loss"]:
+        sys.exit(f"error: no runs in {args.folder}")
+    print(f"| filter | fraction | steps to test loss < {args.loss:g} | steps to {args.acc:.0%} test acc |")
+    print("| --- | ---: | --- | --- |")
+    for key in sorted(data["loss"]):
+        cell = {n: " / ".join(f"{s:,}" if ok else f"≥ {s:,}" for s, ok in data[n][key]) for n in data}
+        print(f"| {key[0]} | {key[1]:g} | {cell['loss']} | {cell['acc']} |")
+    out = args.out or args.folder / "fraction_curve.png"
+    draw(data, args.loss, args.acc, out)
+    print(f"figure: {out}")
+
+
+if __name__ == "__main__":
+    main()
