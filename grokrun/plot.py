@@ -86,7 +86,7 @@ def plot_run(run: Run, fmt: str = "png", threshold: float = 0.95) -> list[Path]:
         if not curves:
             continue
         fig = Figure(figsize=(6.4, 4.2))
-        fig.subplots_adjust(left=0.13, right=0.97, bottom=0.12, top=0.88)  # (fixed margins: constrained layout doubled the drawing time)
+        fig.subplots_adjust(left=0.13, right=0.97, bottom=0.12, top=0.88)  # (constrained layout: twice the time)
         ax = fig.add_subplot()
         for i, (label, (x, y)) in enumerate(curves):
             ax.plot(x, y, label=label, color=f"C{i}")

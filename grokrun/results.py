@@ -248,6 +248,11 @@ def first_at(rows: list[dict[str, Any]], column: str, threshold: float) -> dict[
     return next((r for r in rows if r.get(column) is not None and r[column] >= threshold), None)
 
 
+def first_below(rows: list[dict[str, Any]], column: str, target: float) -> dict[str, Any] | None:
+    """The first row whose ``column`` (val_loss) is below ``target`` (--stop-at-loss), or None."""
+    return next((r for r in rows if r.get(column) is not None and r[column] < target), None)
+
+
 def metric_summary(rows: list[dict[str, Any]], asked: tuple[float | None, ...] = (),
                    loss_targets: tuple[float | None, ...] = ()) -> dict[str, Any]:
     """Steps and wall-clock to each accuracy threshold (THRESHOLDS and those ``asked`` for, such as the run's
@@ -265,8 +270,8 @@ def metric_summary(rows: list[dict[str, Any]], asked: tuple[float | None, ...] =
     delay = {k: ({"steps": val[k]["step"] - train[k]["step"],
                   "ratio": val[k]["step"] / train[k]["step"] if train[k]["step"] else None}
                  if val[k] and train[k] else None) for k in val}
-    below = {f"{t:g}": next((r for r in rows if r.get("val_loss") is not None and r["val_loss"] < t), None)
-             for t in sorted({t for t in loss_targets if t is not None})}
+    targets = sorted({t for t in loss_targets if t is not None})
+    below = {f"{t:g}": first_below(rows, "val_loss", t) for t in targets}
     return {
         **({"steps_to_val_loss": {k: (r["step"] if r else None) for k, r in below.items()},
             "wall_s_to_val_loss": {k: (r["wall_s"] if r else None) for k, r in below.items()}} if below else {}),

@@ -16,16 +16,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from grokrun.results import first_at, first_below
 from grokrun.runs import find_runs, load_runs
-
-
-def first_step(metrics: list[dict], column: str, below: float | None = None, above: float | None = None):
-    """The first evaluation's step whose ``column`` is below ``below`` (or at least ``above``), or None."""
-    for row in metrics:
-        v = row.get(column)
-        if v is not None and ((below is not None and v < below) or (above is not None and v >= above)):
-            return int(row["step"])
-    return None
 
 
 def curve(folder: Path, loss: float, acc: float) -> dict[str, dict[float, list[tuple[int, bool]]]]:
@@ -37,9 +29,9 @@ def curve(folder: Path, loss: float, acc: float) -> dict[str, dict[float, list[t
         cfg = run.config
         key = (cfg["filter"]["name"], float(cfg[cfg["task"]]["train_frac"]))
         ran = int(run.metrics[-1]["step"]) if run.metrics else 0
-        for name, step in (("loss", first_step(run.metrics, "val_loss", below=loss)),
-                           ("acc", first_step(run.metrics, "val_acc", above=acc))):
-            out[name].setdefault(key, []).append((step, True) if step is not None else (ran, False))
+        for name, row in (("loss", first_below(run.metrics, "val_loss", loss)),
+                          ("acc", first_at(run.metrics, "val_acc", acc))):
+            out[name].setdefault(key, []).append((int(row["step"]), True) if row is not None else (ran, False))
     return out
 
 
@@ -49,17 +41,18 @@ def draw(data: dict, loss: float, acc: float, path: Path) -> None:
     for k, (name, points) in enumerate(data.items()):
         ax = fig.add_subplot(1, 2, k + 1)
         for i, filt in enumerate(sorted({f for f, _ in points})):
-            fracs = sorted(frac for f, frac in points if f == filt)
-            cells = [points[(filt, frac)] for frac in fracs]
-            reached = [[s for s, ok in c if ok] for c in cells]
-            xs = [fr for fr, r, c in zip(fracs, reached, cells) if len(r) > len(c) / 2]  # a median that is known
-            med = [statistics.median([s if ok else float("inf") for s, ok in c])
-                   for fr, c in zip(fracs, cells) if fr in xs]
+            xs, med, lo, hi, censored = [], [], [], [], []
+            for frac in sorted(fr for f, fr in points if f == filt):
+                cell = points[(filt, frac)]
+                reached = [s for s, ok in cell if ok]
+                censored += [(frac, s) for s, ok in cell if not ok]
+                if len(reached) > len(cell) / 2:  # a median that is known: a line point, its band min to max
+                    xs.append(frac)
+                    med.append(statistics.median([s if ok else float("inf") for s, ok in cell]))
+                    lo.append(min(reached))
+                    hi.append(max(s for s, _ in cell))
             ax.plot(xs, med, marker="o", color=f"C{i}", label=f"{filt} (median of seeds)")
-            lo = [min(r) for fr, r in zip(fracs, reached) if fr in xs]
-            hi = [max(s for s, _ in c) for fr, c in zip(fracs, cells) if fr in xs]
             ax.fill_between(xs, lo, hi, color=f"C{i}", alpha=0.2, linewidth=0)
-            censored = [(fr, s) for fr, c in zip(fracs, cells) for s, ok in c if not ok]
             if censored:
                 ax.scatter(*zip(*censored), marker="^", facecolors="none", edgecolors=f"C{i}",
                            label=f"{filt}: not reached (at the steps run)")

@@ -199,7 +199,8 @@ def test_the_nanda_fraction_curve_is_the_nanda_run_at_each_fraction_with_the_sof
                            modular=replace(nanda.modular, train_frac=cfg.modular.train_frac),
                            train=replace(nanda.train, softmax_dtype="float32", stop_at_loss=0.01, stop_at_acc=0.99))
         assert asdict(cfg) == asdict(expected)
-    assert cfg.filter.alpha == 0.98 and cfg.filter.lamb == 2.0  # (the last: an EMA run)
+    ema = next(cfg for _, _, cfg in runs if cfg.filter.name == "ema")
+    assert ema.filter.alpha == 0.98 and ema.filter.lamb == 2.0
     command = next(line for line in path.read_text().splitlines() if "--softmax-dtype float64" in line).split()
     assert command == ["#", "grokrun", "sweep", "configs/sweeps/nanda_fraction.toml", "--train-frac", "0.3",
                        "--softmax-dtype", "float64"]
