@@ -1,5 +1,6 @@
 """Training a sweep's runs as Ray tasks, on this machine or a Ray cluster (``pip install 'grokrun[ray]'``).
 
+    connect(address, cpus, gpus, folder)   # grokrun.cluster: joined and checked, before anything is written
     finished = run_on_ray(jobs, address=None, cpus=1, gpus=0, batch=True, report=...)
 
 Each group of runs trained together (a point's seeds; grokrun.engine.group_runs) is one Ray task with its
@@ -16,22 +17,17 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
+from grokrun.cluster import ray_module
 from grokrun.errors import UserError
 
 RETRIES = 3  # times a task whose worker died is run again
 
 
-def _ray():
-    try:
-        import ray
-    except ImportError:
-        raise UserError("--backend ray needs Ray: pip install 'grokrun[ray]' (or use --backend local)") from None
-    return ray
-
-
 def _train_unit(runs: list[tuple[dict, str]]) -> list[tuple[str, dict]]:
     """In a Ray worker: train (or resume, after a lost worker) runs together; (run dir, summary) of each. Each run
     comes as its config.json's contents, resolved here (which loads the plugins it names)."""
+    import ray
+
     from grokrun import checkpoint
     from grokrun.config import resolve
     from grokrun.engine import train_seeds
@@ -51,53 +47,19 @@ def _train_unit(runs: list[tuple[dict, str]]) -> list[tuple[str, dict]]:
             if path.exists() and not (path / CHECKPOINT).is_file():
                 shutil.rmtree(path)  # started, no checkpoint yet: start again
             todo.append((cfg, path if (path / CHECKPOINT).is_file() else None))
+    node = ray.get_runtime_context().get_node_id()  # recorded in each summary's ran_on
     steps = {checkpoint.step_of(r) for _, r in todo if r is not None}
     if todo and (len(steps) > 1 or (steps and any(r is None for _, r in todo))):
         # seeds left at different points (one had checkpointed, another not): each continues on its own
-        results = [pair for cfg, r in todo for pair in train_seeds([cfg], quiet=True, resume=None if r is None else [r])]
+        results = [pair for cfg, r in todo
+                   for pair in train_seeds([cfg], quiet=True, resume=None if r is None else [r], node=node)]
     elif todo:
         resumes = [r for _, r in todo]
-        results = train_seeds([c for c, _ in todo], quiet=True, resume=None if resumes[0] is None else resumes)
+        results = train_seeds([c for c, _ in todo], quiet=True, resume=None if resumes[0] is None else resumes,
+                              node=node)
     else:
         results = []
     return done + [(str(p), s) for p, s in results]
-
-
-def connect(address: str | None, cpus: float, gpus: float) -> None:
-    """Start a local Ray instance, or join the cluster at ``address``, and check it can give each task ``cpus``
-    CPUs and ``gpus`` GPUs: UserError in one line, within seconds, before the sweep writes anything."""
-    if cpus <= 0 or gpus < 0:
-        raise UserError(f"--cpus-per-run must be > 0 and --gpus-per-run >= 0, got {cpus:g} and {gpus:g}")
-    if address not in (None, "auto"):
-        _reachable(address)
-    ray = _ray()
-    try:
-        # "local": a Ray instance of the sweep's own, even where a cluster record of an earlier (dead) one remains
-        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
-                 configure_logging=False)
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        raise UserError(f"cannot reach a Ray cluster at {address}: {' '.join(str(e).split())[:160]} "
-                        "(start one with `ray start --head`, or leave out --address for a local one)") from None
-    have = ray.cluster_resources()
-    for name, asked in (("CPU", cpus), ("GPU", gpus)):
-        if asked > have.get(name, 0):
-            where = "this machine" if address is None else f"the Ray cluster at {address}"
-            raise UserError(f"--{name.lower()}s-per-run {asked:g}: {where} has {have.get(name, 0):g} {name}s in all, "
-                            f"so no task could start; ask for at most that")
-
-
-def _reachable(address: str) -> None:
-    """UserError unless something listens at HOST:PORT (Ray would otherwise retry for minutes)."""
-    import socket
-
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise UserError(f"--address must be HOST:PORT (the head's `ray start --head --port`) or auto, got {address!r}")
-    try:
-        socket.create_connection((host, int(port)), timeout=3).close()
-    except OSError as e:
-        raise UserError(f"no Ray cluster answers at {address} ({e.strerror or e}); start its head with "
-                        f"`ray start --head --port {port}`, or leave out --address for a local one") from None
 
 
 def run_on_ray(jobs: list, address: str | None, cpus: float, gpus: float, batch: bool, console,
@@ -110,7 +72,7 @@ def run_on_ray(jobs: list, address: str | None, cpus: float, gpus: float, batch:
     from grokrun.config import to_dict
     from grokrun.engine import group_runs
 
-    ray = _ray()
+    ray = ray_module()
     todo = [j for j in jobs if j.action != "reuse"]
     if not todo:
         return True

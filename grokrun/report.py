@@ -70,6 +70,16 @@ def run_row(run: Run, thresholds: list[float], folder: Path | None = None) -> di
     return row
 
 
+def ran_on(summary: dict[str, Any] | None) -> str | None:
+    """Where a run trained, from its summary: "host:local", or "host:<Ray node id, 8 digits>", each resume after
+    the first as ", host:node from STEP"; None for runs older than the record."""
+    places = (summary or {}).get("ran_on")
+    if not places:
+        return None
+    return ", ".join(f"{p['host']}:{p['node'] if p['node'] == 'local' else p['node'][:8]}"
+                     + (f" from {p['from_step']}" if k else "") for k, p in enumerate(places))
+
+
 def run_columns(threshold: float) -> list[str]:
     """The runs' table's columns after the point's or variant's own."""
     return ["seed", "status", "steps", f"steps_to_val_{threshold:g}", f"steps_to_train_{threshold:g}",

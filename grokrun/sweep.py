@@ -96,9 +96,9 @@ def sweep(grid: Grid, backend: Backend, out: Path | None, fmt: str, quiet: bool,
     folder, continued = output_folder(out, grid, task)
     check_same_grid(folder, grid, task)
     if backend.name == "ray":  # (its errors come before anything is written)
-        from grokrun.distributed import connect
+        from grokrun.cluster import connect
 
-        connect(backend.address, backend.cpus, backend.gpus)
+        connect(backend.address, backend.cpus, backend.gpus, folder)
     with in_use(folder, "sweep"):
         return _train(folder, continued, runs, grid, task, backend, fmt, quiet, console, batch)
 
@@ -126,6 +126,7 @@ def check_same_grid(folder: Path, grid: Grid, task: str) -> None:
 
 def _train(folder: Path, continued: bool, runs: list, grid: Grid, task: str, backend: Backend, fmt: str,
            quiet: bool, console, batch: bool) -> bool:
+    from grokrun.report import ran_on
     from grokrun.table import count
     from grokrun.table_write import headline
 
@@ -142,8 +143,9 @@ def _train(folder: Path, continued: bool, runs: list, grid: Grid, task: str, bac
 
     def report(job, summary: dict) -> None:
         done[0] += 1
+        where = f" (on {ran_on(summary)})" if backend.name == "ray" else ""
         console.print(escape(f"[{done[0]}/{len(planned)}] {job.variant.replace('_', ' ')} seed {job.seed}: "
-                             f"{headline(read_run(job.path), grid.threshold)}"))
+                             f"{headline(read_run(job.path), grid.threshold)}{where}"))
 
     try:
         if backend.name == "ray":

@@ -16,7 +16,8 @@ from typing import Any
 
 from grokrun.errors import UserError
 from grokrun.grid import value_text
-from grokrun.report import REPORT, Page, flag_words, point_colors, run_columns, run_row, write_report as write_page
+from grokrun.report import (REPORT, Page, flag_words, point_colors, ran_on, run_columns, run_row,
+                            write_report as write_page)
 from grokrun.results import SWEEP_MANIFEST as MANIFEST, THRESHOLDS, write_text_atomic
 from grokrun.runs import Run, is_run_dir, read_run
 
@@ -47,7 +48,7 @@ def _read(folder: Path, manifest: dict[str, Any]) -> list[tuple[dict[str, Any], 
         except (OSError, ValueError):
             continue
         values = {a["name"]: _lookup(run.config, a["key"]) for a in manifest["axes"]}
-        out.append(({**values, **run_row(run, thresholds)}, run))
+        out.append(({**values, **run_row(run, thresholds), "ran_on": ran_on(run.summary)}, run))
     return out
 
 

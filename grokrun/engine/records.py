@@ -9,6 +9,7 @@ checkpoints, weight snapshots, and the summary, last. The Run (grokrun.engine.ru
 from __future__ import annotations
 
 import platform
+import socket
 from typing import Any
 
 import torch
@@ -88,6 +89,7 @@ def save_checkpoints(run, step: int, positions: list[int]) -> None:
                 "model": run.models.state(j), "optimizer": optimizer, "filter": filter_state,
                 "batches": run.batches[i].state_dict(),
                 "rows": len(run.writers[i].rows),  # metrics rows so far: a resume checks none was lost
+                "ran_on": run.ran_on[i],
             })
 
 
@@ -106,6 +108,11 @@ def peak_memory(run) -> float:
     return max(run.peak_before, peak_memory_mb(run.device))
 
 
+def place(node: str, step: int) -> dict[str, Any]:
+    """Where a run trains from ``step`` on: this host, and the Ray node id (or "local", outside Ray)."""
+    return {"host": socket.gethostname(), "node": node, "from_step": step}
+
+
 def finish(run, i: int, status: str, step: int, diverged_at: int | None) -> dict[str, Any]:
     """Write seed ``i``'s summary.json, last: what the run found, how fast, and how to name it in titles."""
     cfg, rows = run.cfgs[i], run.writers[i].rows
@@ -119,6 +126,7 @@ def finish(run, i: int, status: str, step: int, diverged_at: int | None) -> dict
         "title": {"task": task(cfg.task).describe(getattr(cfg, cfg.task)), "variant": describe_variant(to_dict(cfg))},
         "device": device_name(run.device), "dtype": cfg.dtype, "threads": torch.get_num_threads(),
         "versions": {"grokrun": grokrun.__version__, "torch": torch.__version__, "python": platform.python_version()},
+        "ran_on": run.ran_on[i],  # where it trained: one entry per machine it was started or resumed on
     }
     if len(run.cfgs) > 1:  # time and memory were the stack's, shared by these seeds
         summary["trained_with"] = len(run.cfgs)

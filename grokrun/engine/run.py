@@ -1,7 +1,6 @@
 """A Run: training runs of one config that differ only in their seed, from set-up to the last summary.
 
-    run = Run(cfgs); run.start()   # or run.restore(saved_checkpoints, run_dirs)
-    run.loop(quiet=False, console=None)
+    run = Run(cfgs); run.start(); run.loop(quiet=False, console=None)  # or run.restore(saved, run_dirs), not start
 
 Read top to bottom: set-up (models, data, optimizer, filter, schedules), restore (when resuming), the loop,
 the step. A task supplies the model, its data on the device, a loss and an evaluation (grokrun.tasks.base.Task);
@@ -55,8 +54,8 @@ class Run:
 
     # --- set-up -----------------------------------------------------------------------------------------
 
-    def __init__(self, cfgs: list):
-        self.cfgs, self.cfg = cfgs, cfgs[0]
+    def __init__(self, cfgs: list, node: str = "local"):
+        self.cfgs, self.cfg, self.node = cfgs, cfgs[0], node  # node: the Ray node id running it, or "local"
         cfg = self.cfg
         settings = [resume.resumable_settings(c, seed=False) for c in cfgs]
         if any(s != settings[0] for s in settings) or len({c.seed for c in cfgs}) < len(cfgs):
@@ -89,6 +88,7 @@ class Run:
         self.run_dirs: list[Path] = []
         self.writers: list[RunWriter] = []
         self.summaries: list[dict[str, Any] | None] = [None] * len(cfgs)
+        self.ran_on = [[records.place(node, 0)] for _ in cfgs]  # where each seed trained, from which step
 
     def _build_tasks(self) -> list:
         """Each seed's task (data and model), drawn from its seed; --init-from and --lora-rank applied."""
@@ -191,6 +191,7 @@ class Run:
         checkpoint.set_rng_states(saved[0]["rng"])
         self.start_step, self.wall, self.timer.ms = saved[0]["step"], saved[0]["wall_s"], saved[0]["ms"]
         self.peak_before = max(s["peak_memory_mb"] for s in saved)
+        self.ran_on = [[*s.get("ran_on", []), records.place(self.node, s["step"])] for s in saved]
 
     # --- the loop ---------------------------------------------------------------------------------------
 

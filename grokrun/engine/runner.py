@@ -31,13 +31,14 @@ def train(cfg, quiet: bool = False, console: Console | None = None,
 
 
 def train_seeds(cfgs: list, quiet: bool = False, console: Console | None = None,
-                resume: list[Path] | None = None) -> list[tuple[Path, dict[str, Any]]]:
+                resume: list[Path] | None = None, node: str = "local") -> list[tuple[Path, dict[str, Any]]]:
     """Train runs that differ only in their seed together, as one stacked model (a single config: the task's
     own module). Each writes its own run directory (the config's out/name), exactly as if trained alone.
     Returns (run dir, summary) per config, in order.
 
     With ``resume`` (a run directory per config), continue them from their checkpoints, which must all be at
-    the same step (as a batched run leaves them when interrupted).
+    the same step (as a batched run leaves them when interrupted). ``node``: the Ray node id, in a Ray task; each
+    summary's ``ran_on`` lists the host and node of every start and resume.
     """
     import torch
 
@@ -49,7 +50,7 @@ def train_seeds(cfgs: list, quiet: bool = False, console: Console | None = None,
     # rather than resolved may still hold 0, which means what it means in a config file
     torch.set_num_threads(cfgs[0].threads or machine_threads())
     try:
-        run = Run(cfgs)  # may raise UserError (no data, no device): still nothing written
+        run = Run(cfgs, node)  # may raise UserError (no data, no device): still nothing written
         if saved is None:
             run.start()
         else:

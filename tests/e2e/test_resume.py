@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -57,6 +58,7 @@ def test_sigint_then_resume_gives_the_uninterrupted_run(cli, tmp_path):
     assert s["status"] == "interrupted" and 275 <= s["steps"] < 700, s
     assert f"continue with: grokrun train --resume {cut}" in stdout
 
+    at = checkpoint.step_of(cut)
     resumed = train(cli, "--resume", str(cut))
     assert resumed.exit_code == 0, resumed.output
     full = train(cli, *ARGS, "--out", str(out), "--name", "full")
@@ -66,6 +68,10 @@ def test_sigint_then_resume_gives_the_uninterrupted_run(cli, tmp_path):
     assert a["status"] == b["status"] == "completed" and a["steps"] == b["steps"] == 700
     assert a["steps_to_val_acc"] == b["steps_to_val_acc"] and a["min_val_loss"] == b["min_val_loss"]
     assert a["wall_s"] > 0 and a["ms_per_step"] > 0
+    here = socket.gethostname()  # where each part ran: started here, resumed here from the interruption's checkpoint
+    assert a["ran_on"] == [{"host": here, "node": "local", "from_step": 0},
+                           {"host": here, "node": "local", "from_step": at}]
+    assert b["ran_on"] == [{"host": here, "node": "local", "from_step": 0}]
 
     again = train(cli, "--resume", str(cut))
     assert again.exit_code == 0 and again.stdout.strip() == (

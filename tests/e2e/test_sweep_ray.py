@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -26,8 +27,15 @@ def ray_down():
 
 
 def table(folder):
+    """sweep.csv by run, but for what differs by where and when a run trained (its times, its ran_on)."""
     with open(folder / "sweep.csv", newline="") as f:
-        return {r["run_dir"]: {k: v for k, v in r.items() if not k.startswith("wall_s")} for r in csv.DictReader(f)}
+        return {r["run_dir"]: {k: v for k, v in r.items() if not k.startswith("wall_s") and k != "ran_on"}
+                for r in csv.DictReader(f)}
+
+
+def ran_on(folder):
+    with open(folder / "sweep.csv", newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def threads(folder):
@@ -55,6 +63,11 @@ def test_ray_gives_the_sweep_table_of_the_local_backend(cli, tmp_path):
     assert table(tmp_path / "ray") == table(tmp_path / "local")
     assert len(table(tmp_path / "ray")) == 8
     assert threads(tmp_path / "local") == threads(tmp_path / "ray") == ({cores}, {cores})
+    # where each ran: this host, outside Ray or on the local instance's one node
+    host, node = socket.gethostname(), ray.get_runtime_context().get_node_id()
+    assert {r["ran_on"] for r in ran_on(tmp_path / "local")} == {f"{host}:local"}
+    assert {r["ran_on"] for r in ran_on(tmp_path / "ray")} == {f"{host}:{node[:8]}"}
+    assert f"(on {host}:{node[:8]})" in remote.stdout
 
 
 def test_with_threads_set_every_launcher_gives_the_same_sweep_table(cli, tmp_path):
