@@ -232,8 +232,20 @@ class ClassificationTask(Task):
         x, y = data
         return self.loss_fn(model(x[idx]), y[idx], self.loss_dtype)
 
+    forward_chunk: int = 512
+    """On a CPU, examples through the model at once inside an evaluation chunk (the loss still sums the whole
+    chunk at once). A row of a matrix product does not depend on how many rows there are, so the logits are the
+    same, bitwise, and a pass over the 4,656 examples of a modular split takes ~100 ms instead of ~180 (one
+    thread): the activations of 512 examples stay in the caches."""
+
     def score(self, model, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        logits = self.logits(model, x)
+        step = self.forward_chunk
+        if x.device.type == "cpu" and len(x) > step:
+            import torch
+
+            logits = torch.cat([self.logits(model, x[i:i + step]) for i in range(0, len(x), step)])
+        else:
+            logits = self.logits(model, x)
         return (self.loss_fn(logits, y, self.loss_dtype, reduction="sum"), (logits.argmax(-1) == y).sum(),
                 self.loss_fn.collapsed(logits, y))
 

@@ -332,3 +332,27 @@ def test_squared_error_on_one_hot_targets_averages_over_the_models_outputs():
         assert logits.shape[-1] == outputs and task.loss_units == outputs
         expected = F.mse_loss(logits, F.one_hot(y, outputs).double())
         assert task.evaluate("val")[0].item() == pytest.approx(expected.item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_an_evaluation_in_forward_chunks_gives_the_whole_splits_numbers_bitwise(threads):
+    """On a CPU the evaluation puts 512 examples through the model at a time (faster: they stay in the caches);
+    the loss, accuracy and collapse of each split are those of one pass over the split, to the last bit, at
+    either thread count, with trained-looking weights (larger than at initialization) as with the initial ones."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        task = ModularTask(ModularConfig(), seed=0, batch_size=512, device=torch.device("cpu"), dtype=torch.float32)
+        assert len(task.data["val"][0]) > 4 * task.forward_chunk
+        for scale in (1.0, 5.0):
+            with torch.no_grad():
+                for p in task.model.parameters():
+                    p.mul_(scale)
+                for split in ("train", "val"):
+                    task.forward_chunk = 512
+                    chunked = task.evaluate(split)
+                    task.forward_chunk = 10**9
+                    whole = task.evaluate(split)
+                    assert all(torch.equal(a, b) for a, b in zip(chunked, whole)), (split, scale, chunked, whole)
+    finally:
+        torch.set_num_threads(before)
