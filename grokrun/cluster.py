@@ -7,7 +7,7 @@ With one (HOST:PORT, or ``auto`` for the cluster ``ray start`` last started here
 report after minutes of its own log lines, or not at all, is checked in turn:
 
     nothing listens at the address           a socket, 3 s
-    the cluster wants a token we lack        a GCS client (Ray's token authentication, on by default since 2.5x)
+    the cluster wants a token we lack        a GCS client (token authentication: on by default in Ray 2.60)
     another Ray or Python on the cluster     Ray's own version check, in ray.init
     too few CPUs or GPUs for one task        the cluster's resources
     a node that cannot see the sweep folder  a probe file each node must read, at the same path
@@ -165,7 +165,11 @@ def check_nodes(ray, folder: Path, cpus: float, gpus: float) -> None:
         parent = parent.parent
     text = secrets.token_hex(16)
     probe = parent / f".grokrun-probe-{text[:8]}"
-    probe.write_text(text)
+    try:
+        probe.write_text(text)
+    except OSError as e:
+        raise UserError(f"cannot write in {parent} ({e.strerror or e}): choose an --out this machine can "
+                        "write") from None
     try:
         remote = ray.remote(num_cpus=0, max_retries=0)(look)
         refs = {n["NodeID"]: remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
