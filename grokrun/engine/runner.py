@@ -49,6 +49,7 @@ def train_seeds(cfgs: list, quiet: bool = False, console: Console | None = None,
     # the run's own thread count, whoever launched it (the launcher's back afterwards); a config built in code
     # rather than resolved may still hold 0, which means what it means in a config file
     torch.set_num_threads(cfgs[0].threads or machine_threads())
+    torch.set_flush_denormal(cfgs[0].flush_denormals)  # (the run's too; torch's default, off, back afterwards)
     try:
         run = Run(cfgs, node)  # may raise UserError (no data, no device): still nothing written
         if saved is None:
@@ -58,6 +59,7 @@ def train_seeds(cfgs: list, quiet: bool = False, console: Console | None = None,
         run.loop(quiet, console)
     finally:
         torch.set_num_threads(launcher_threads)
+        torch.set_flush_denormal(False)
     return [(run.run_dirs[i], run.summaries[i]) for i in range(len(cfgs))]
 
 
