@@ -71,12 +71,16 @@ def _resolve(address: str) -> str:
     """HOST:PORT of ``address``; for ``auto``, of the cluster ``ray start`` last recorded on this machine."""
     if address != "auto":
         return address
-    try:
-        from ray._private.services import canonicalize_bootstrap_address
+    # RAY_ADDRESS, else the record `ray start` leaves; not Ray's own fallback to any Ray process running here
+    # (another sweep's private instance is no cluster to join)
+    found = os.environ.get("RAY_ADDRESS") or None
+    if not found:
+        try:
+            from ray._private.utils import read_ray_address
 
-        found = canonicalize_bootstrap_address("auto")
-    except (ConnectionError, ValueError, ImportError):
-        found = None
+            found = read_ray_address()
+        except (ImportError, OSError):
+            found = None
     if not found:
         raise UserError("--address auto: no Ray cluster was started on this machine (`ray start --head`); give the "
                         "head's HOST:PORT, or leave out --address for a local one")
