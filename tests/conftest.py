@@ -47,6 +47,14 @@ def cli():
     return invoke
 
 
+def sweep_table(folder):
+    """A sweep's sweep.csv by run, but for what differs by where and when a run trained (its times, its ran_on):
+    what two launchers of the same grid must agree on."""
+    with open(folder / "sweep.csv", newline="") as f:
+        return {r["run_dir"]: {k: v for k, v in r.items() if not k.startswith("wall_s") and k != "ran_on"}
+                for r in csv.DictReader(f)}
+
+
 def write_run(path, *, seed=0, filter="none", task="modular", val_acc=None, val_loss=None, steps=None,
               status="completed", wall_per_step=0.01, ms_per_step=10.0, peak=100.0, summary=True, settings=None,
               weight_norm=None):

@@ -4,7 +4,6 @@ authentication on), the sweep launched as a user launches it (its own process); 
 Every process a node starts carries a marker in its environment, so the tests stop what they started, by process
 id, whatever happened (never `ray stop`, which would stop every Ray on the machine)."""
 
-import csv
 import json
 import os
 import secrets
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from conftest import sweep_table as table
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
@@ -155,13 +156,6 @@ def sweep(args, env, timeout=300) -> subprocess.CompletedProcess:
     cwd = Path(env.get("TMPDIR", "/tmp"))
     return subprocess.run([sys.executable, "-m", "grokrun", "sweep", *TINY, *map(str, args)], env=env,
                           capture_output=True, text=True, timeout=timeout, cwd=cwd)
-
-
-def table(folder):
-    """sweep.csv by run, but for what differs by where and when a run trained (its times, its ran_on)."""
-    with open(folder / "sweep.csv", newline="") as f:
-        return {r["run_dir"]: {k: v for k, v in r.items() if not k.startswith("wall_s") and k != "ran_on"}
-                for r in csv.DictReader(f)}
 
 
 def summaries(folder):

@@ -12,6 +12,7 @@ import pytest
 import ray  # in the test extra: CI runs these
 import torch
 
+from conftest import sweep_table as table
 from grokrun.settings import machine_threads
 
 pytestmark = pytest.mark.xdist_group("ray")  # one worker runs every Ray test: one Ray instance at a time
@@ -24,13 +25,6 @@ TINY = ["--task", "modular", "--op", "add", "--p", "11", "--width", "16", "--lay
 def ray_down():
     yield
     ray.shutdown()
-
-
-def table(folder):
-    """sweep.csv by run, but for what differs by where and when a run trained (its times, its ran_on)."""
-    with open(folder / "sweep.csv", newline="") as f:
-        return {r["run_dir"]: {k: v for k, v in r.items() if not k.startswith("wall_s") and k != "ran_on"}
-                for r in csv.DictReader(f)}
 
 
 def ran_on(folder):
