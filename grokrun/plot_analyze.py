@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from grokrun.plot import _finish
+from grokrun.plot import _finish, power_labels
 
 
 def _pca_panel(ax, coords: np.ndarray, order: list[int] | None, labels: bool, axes_names: tuple[str, str],
@@ -114,6 +114,7 @@ def progress_measures(progress: list[dict[str, Any]], phases: dict[str, int | No
         ax.set_xscale("symlog", linthresh=1)
         ax.set_xlim(left=0)
         ax.grid(alpha=0.3, which="both")
+        power_labels(ax)
         for j, (name, step) in enumerate(phases.items()):
             if step is not None:
                 ax.axvline(step, color="black", linestyle=("--", "-.", ":")[j % 3], linewidth=0.8,

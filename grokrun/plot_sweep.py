@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.transforms import offset_copy
 
-from grokrun.plot import _finish
+from grokrun.plot import _finish, power_labels
 
 
 def _numeric(axis: dict[str, Any]) -> bool:
@@ -108,6 +108,7 @@ def _steps_figure(path: Path, axes, x_axis, cells, title: str) -> Path:
     ax.set_ylabel("steps (median; open: ≥, not reached by the median seed)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
+    power_labels(ax, "y")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     return _finish(fig, path)
