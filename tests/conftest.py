@@ -9,6 +9,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # (before torch is imported: it reads
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # a worker per core, a thread per worker; runs take it as default
 
 import pytest
+import typer.testing
 from typer.testing import CliRunner
 
 from grokrun import plugins
@@ -26,6 +27,23 @@ def _no_plugins_left():
     plugins.reset()
     yield
     plugins.reset()
+
+
+def _command_once_per_app(get_command):
+    """typer's CliRunner builds the click command from the app at each invoke (8 ms, thousands of times a suite);
+    a process of grokrun builds it once. Built once per app here too (an app per set of plugins loaded)."""
+    built: dict[int, tuple[typer.Typer, object]] = {}
+
+    def cached(app):
+        if built.get(id(app), (None,))[0] is not app:
+            built.clear()  # (as grokrun.cli keeps one app: the one for the plugins loaded now)
+            built[id(app)] = (app, get_command(app))
+        return built[id(app)][1]
+
+    return cached
+
+
+typer.testing._get_command = _command_once_per_app(typer.testing._get_command)
 
 
 @pytest.fixture
