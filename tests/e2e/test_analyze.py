@@ -99,6 +99,7 @@ def test_directions_are_orthonormal():
     assert torch.allclose(d @ d.T, torch.eye(5, dtype=torch.float64), atol=1e-12)
 
 
+@pytest.mark.slow
 def test_a_run_that_groks_has_a_few_key_frequencies_after_and_none_at_step_0(cli, tmp_path):
     result = cli(["train", *GROKS, "--max-steps", "800", "--out", tmp_path, "--name", "groks"])
     assert result.exit_code == 0, result.output

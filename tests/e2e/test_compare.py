@@ -24,6 +24,7 @@ def table_rows(folder):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_compare_trains_every_variant_and_seed_then_reuses_them(cli, tmp_path):
     out = tmp_path / "cmp"
     result = compare(cli, "--task", "modular", "--filter", "ema", "--filter", "ma", "--seeds", "0,1", "--out", str(out),
@@ -103,6 +104,7 @@ def test_same_command_again_continues_the_newest_matching_comparison(cli, tmp_pa
     assert len(list((tmp_path / "results").glob("compare-modular-*"))) == 2
 
 
+@pytest.mark.slow
 def test_parallel_jobs(cli, tmp_path):
     out = tmp_path / "cmp"
     result = compare(cli, "--filter", "ema", "--seeds", "0,1", "--jobs", "2", "--threads", "1", "--out", str(out), *TINY)

@@ -4,6 +4,8 @@
 import dataclasses
 import random
 
+import pytest
+
 from grokrun.config import SECTIONS, TASK_SECTIONS
 from grokrun.flags import flags
 
@@ -58,6 +60,7 @@ def check(result, out):
         assert runs and all((p.parent / "summary.json").is_file() for p in runs), result.output
 
 
+@pytest.mark.slow
 def test_every_numeric_flag_with_every_kind_of_value(cli, tmp_path):
     """About 700 commands: each numeric flag of train with each value, alone, then random pairs of them."""
     rng = random.Random(0)

@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parents[2]
 
 
+@pytest.mark.slow
 def test_the_table_is_made_from_the_runs_of_one_compare_per_task(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "methods_table.py"), "--out", str(tmp_path),
                            "--tasks", "parity,modular", "--methods", "baseline,GrokAlign,EMA", "--seeds", "0",

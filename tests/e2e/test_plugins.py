@@ -145,6 +145,7 @@ def test_seeds_of_the_plugin_task_stack_and_equal_seeds_alone(cli, plugin, tmp_p
         assert all(x == y or abs(float(x) - float(y)) <= 1e-9 for x, y in zip(a, b) if x or y)
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("ray")
 def test_a_ray_sweep_worker_loads_the_plugin(cli, plugin, tmp_path):
     pytest.importorskip("ray")

@@ -41,6 +41,7 @@ def summary(path):
     return json.loads((path / "summary.json").read_text())
 
 
+@pytest.mark.slow
 def test_sigint_then_resume_gives_the_uninterrupted_run(cli, tmp_path):
     out = tmp_path / "runs"
     proc = subprocess.Popen([sys.executable, "-m", "grokrun", "train", *ARGS, "--out", str(out), "--name", "cut"],

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 SMALL = ["--task", "modular", "--op", "add", "--p", "11", "--width", "16", "--layers", "1", "--heads", "2",
          "--batch-size", "32", "--eval-every", "20", "--checkpoint-every", "5", "--quiet"]
 GRID = ["--lr", "0.001,0.002,0.003,0.004", "--seeds", "0-1"]
@@ -56,6 +58,7 @@ def sweep_process(out: Path, *extra: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_a_killed_parallel_sweep_leaves_no_worker_and_the_same_command_finishes_it(cli, tmp_path):
     out = tmp_path / "swq"
     proc = sweep_process(out, "--max-steps", "200", "--jobs", "2", "--threads", "1")
@@ -108,6 +111,7 @@ def test_a_folder_in_use_is_refused_and_a_foreign_grid_too(cli, tmp_path):
     sw.check_same_grid(out, same_with_more_seeds, "modular")  # more seeds of the same grid: welcome
 
 
+@pytest.mark.slow
 def test_ctrl_c_on_a_parallel_sweep_starts_no_other_point(tmp_path):
     """Ctrl-C reaches the whole process group, the sweep and its workers: the running points stop as
     interrupted and no queued point starts, even where the sweep itself hears the signal late (or, started

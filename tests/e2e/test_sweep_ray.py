@@ -38,6 +38,7 @@ def threads(folder):
             {json.loads((folder / run / "summary.json").read_text())["threads"] for run in table(folder)})
 
 
+@pytest.mark.slow
 def test_ray_gives_the_sweep_table_of_the_local_backend(cli, tmp_path):
     """Left at its default, a run's thread count is this machine's cores, fixed when the run is configured: the
     local sweep (launched here at one thread) and the Ray tasks (as many CPUs each) run it with the same count."""
@@ -64,6 +65,7 @@ def test_ray_gives_the_sweep_table_of_the_local_backend(cli, tmp_path):
     assert f"(on {host}:{node[:8]})" in remote.stdout
 
 
+@pytest.mark.slow
 def test_with_threads_set_every_launcher_gives_the_same_sweep_table(cli, tmp_path):
     """--threads is the run's own: each launcher (this process, --jobs 2 workers, Ray tasks) runs it with that
     many, records it, and gives the same table (time columns aside). (On these small models 1 and 2 threads
@@ -138,6 +140,7 @@ def test_a_ray_that_cannot_run_the_sweep_is_one_line_within_seconds_and_writes_n
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_sigterm_on_a_ray_sweep_is_the_interrupted_line(tmp_path):
     import subprocess
     import sys

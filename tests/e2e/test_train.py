@@ -304,6 +304,7 @@ def test_published_ema_run_groks_within_1200_steps(cli, tmp_path, seed):
     assert s["status"] == "stopped_at_target" and s["steps_to_val_acc"]["0.95"] <= 1200
 
 
+@pytest.mark.slow
 def test_stop_at_loss_ends_at_the_first_evaluation_below_it_and_with_stop_at_acc_once_both_are_met(cli, tmp_path):
     """--stop-at-loss: the run ends at the first evaluation whose validation loss is below the target (Nanda et
     al.'s criterion, test loss < 1e-2), recorded as steps_to_val_loss; with --stop-at-acc it ends once both are met."""

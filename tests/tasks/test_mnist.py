@@ -124,6 +124,7 @@ def test_failed_download_is_one_clear_line(cli, tmp_path, monkeypatch):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_compare_and_plot_work_for_mnist(cli, tmp_path):
     data = synthetic_mnist(tmp_path / "data")
     out = tmp_path / "cmp"

@@ -86,6 +86,7 @@ def test_bad_input(cli, args, message, tmp_path):
     assert result.exit_code == 2 and result.stderr.strip() == f"error: {message}"
 
 
+@pytest.mark.slow
 @needs_preprocessed
 def test_compare_and_plot_on_qm9_runs(cli, tmp_path):
     data = write_qm9(tmp_path / "data")

@@ -35,6 +35,7 @@ def expected(h: torch.Tensor, s: LLCSettings) -> float:
     return float((0.5 * s.nbeta * h / (a * (1 - s.lr * a / 4))).sum())
 
 
+@pytest.mark.slow
 def test_a_quadratic_loss_with_d_parameters_has_an_llc_of_d_over_2_within_the_estimators_error():
     d = 6
     model, x, y, h = regression(d)

@@ -71,6 +71,7 @@ def test_modular_seeds_together_write_the_metrics_of_seeds_alone(cli, tmp_path, 
     assert metrics(together[0]) != metrics(together[1])  # seeds differ: not one run written three times
 
 
+@pytest.mark.slow
 def test_mnist_seeds_together_write_the_metrics_of_seeds_alone(cli, tmp_path):
     data = synthetic_mnist(tmp_path / "data")
     args = ["--task", "mnist", "--data-dir", data, "--no-download", "--train-points", "200",
