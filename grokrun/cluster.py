@@ -17,6 +17,7 @@ report after minutes of its own log lines, or not at all, is checked in turn:
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import secrets
@@ -208,10 +209,12 @@ def check_nodes(ray, folder: Path, cpus: float, gpus: float) -> None:
 
 @contextlib.contextmanager
 def _quiet_stderr():
-    """File descriptor 2 to /dev/null meanwhile: Ray's C++ core logs there directly, past Python's logging."""
+    """File descriptor 2 to /dev/null meanwhile: Ray's C++ core logs there directly, past Python's logging; and
+    sys.stderr, where it is not fd 2 (a notebook, a test's CliRunner): Ray's warnings with no handler of their
+    own (a local instance with token authentication on by default says so) go there."""
     saved = os.dup(2)
     try:
-        with open(os.devnull, "w") as null:
+        with open(os.devnull, "w") as null, contextlib.redirect_stderr(io.StringIO()):
             os.dup2(null.fileno(), 2)
             yield
     finally:

@@ -128,9 +128,13 @@ def test_a_killed_worker_loses_no_run(cli, tmp_path):
     (["--gpus-per-run", "1"], "--gpus-per-run 1: this machine has 0 GPUs in all, so no task could start"),
     (["--cpus-per-run", "0"], "--cpus-per-run must be > 0"),
 ])
-def test_a_ray_that_cannot_run_the_sweep_is_one_line_within_seconds_and_writes_nothing(cli, tmp_path, args, message):
+def test_a_ray_that_cannot_run_the_sweep_is_one_line_within_seconds_and_writes_nothing(cli, tmp_path, monkeypatch,
+                                                                                      args, message):
     if args[0] == "--gpus-per-run" and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
+    # As in a fresh process: Ray's first local instance in a process turns token authentication on and says so
+    # (it then sets RAY_AUTH_MODE in this process's environment, which would hide that from later tests).
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
     out = tmp_path / "ray"
     started = time.perf_counter()
     result = cli(["sweep", *TINY, "--lr", "0.001,0.002", "--max-steps", "4", "--backend", "ray", *args, "--out", out])
