@@ -304,21 +304,23 @@ def test_published_ema_run_groks_within_1200_steps(cli, tmp_path, seed):
     assert s["status"] == "stopped_at_target" and s["steps_to_val_acc"]["0.95"] <= 1200
 
 
-@pytest.mark.slow
 def test_stop_at_loss_ends_at_the_first_evaluation_below_it_and_with_stop_at_acc_once_both_are_met(cli, tmp_path):
     """--stop-at-loss: the run ends at the first evaluation whose validation loss is below the target (Nanda et
-    al.'s criterion, test loss < 1e-2), recorded as steps_to_val_loss; with --stop-at-acc it ends once both are met."""
-    loss_only = run(cli, tmp_path, "--filter", "ema", "--stop-at-loss", "0.05", "--max-steps", "3000", "--name", "loss")
+    al.'s criterion, test loss < 1e-2), recorded as steps_to_val_loss; with --stop-at-acc it ends once both are met.
+    (Targets this run meets within its first thousand steps: validation loss starts at ~3.2 and first falls below
+    2.6 near step 230, accuracy reaches 0.5 near step 700, with the loss then near 1.5.)"""
+    loss_only = run(cli, tmp_path, "--filter", "ema", "--stop-at-loss", "2.6", "--max-steps", "3000", "--name", "loss")
     assert loss_only.exit_code == 0, loss_only.output
     rows, s = metrics(run_dir_of(loss_only), drop=()), summary(run_dir_of(loss_only))
-    first = next(r for r in rows if float(r["val_loss"]) < 0.05)
+    first = next(r for r in rows if float(r["val_loss"]) < 2.6)
     assert s["status"] == "stopped_at_target" and s["steps"] == int(first["step"]) == int(rows[-1]["step"]) < 3000
-    assert s["steps_to_val_loss"] == {"0.05": s["steps"]} and s["wall_s_to_val_loss"]["0.05"] == float(first["wall_s"])
-    both = run(cli, tmp_path, "--filter", "ema", "--stop-at-loss", "2.0", "--stop-at-acc", "1.0", "--max-steps", "3000",
+    assert s["steps_to_val_loss"] == {"2.6": s["steps"]} and s["wall_s_to_val_loss"]["2.6"] == float(first["wall_s"])
+    both = run(cli, tmp_path, "--filter", "ema", "--stop-at-loss", "2.6", "--stop-at-acc", "0.5", "--max-steps", "3000",
                "--name", "both")
     rows, s = metrics(run_dir_of(both)), summary(run_dir_of(both))
-    assert s["status"] == "stopped_at_target" and s["steps_to_val_loss"]["2"] < s["steps"] == s["steps_to_val_acc"]["1"]
-    assert [r for r in rows if float(r["val_acc"]) == 1.0][0] == rows[-1] and float(rows[-1]["val_loss"]) < 2.0
+    assert s["status"] == "stopped_at_target"
+    assert s["steps_to_val_loss"]["2.6"] < s["steps"] == s["steps_to_val_acc"]["0.5"]
+    assert [r for r in rows if float(r["val_acc"]) >= 0.5][0] == rows[-1] and float(rows[-1]["val_loss"]) < 2.6
     never = run(cli, tmp_path, "--stop-at-loss", "1e-9", "--max-steps", "20", "--name", "never")
     s = summary(run_dir_of(never))
     assert s["status"] == "completed" and s["steps_to_val_loss"] == {"1e-09": None}
