@@ -7,10 +7,12 @@ id, whatever happened (never `ray stop`, which would stop every Ray on the machi
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -24,7 +26,22 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 TINY = ["--task", "modular", "--op", "add", "--p", "11", "--width", "16", "--layers", "1", "--heads", "2",
         "--batch-size", "32", "--eval-every", "20", "--threshold", "0.1", "--threads", "1", "--quiet"]
-RECORD = Path("/tmp/ray/ray_current_cluster")  # Ray's record of the cluster `ray start` last started here
+
+
+@pytest.fixture(autouse=True)
+def ray_dir(monkeypatch):
+    """Ray's folder (its sessions, and the record `ray start` leaves of the cluster it started or joined) of this
+    test's own, for the nodes it starts and the sweeps it runs: another Ray on the machine (a user's cluster, another
+    suite) neither sees these clusters nor is seen by them. (Short: Ray's socket paths must fit in 107 bytes.)"""
+    folder = Path(tempfile.mkdtemp(prefix="grokrun-ray-", dir="/tmp"))
+    monkeypatch.setenv("RAY_TMPDIR", str(folder))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def record(ray_dir: Path) -> Path:
+    """Ray's record of the cluster `ray start` last started here (with RAY_TMPDIR, under it)."""
+    return ray_dir / "ray" / "ray_current_cluster"
 
 
 def ray_start(port: int, head: bool) -> list[str]:
@@ -135,11 +152,6 @@ class Cluster:
     def stop(self) -> None:
         for mark in self.marks:
             kill(mark)
-        try:
-            if RECORD.read_text().strip().endswith(f":{self.port}"):
-                RECORD.unlink()  # (our record; a dead cluster's record is another test's subject)
-        except OSError:
-            pass
 
 
 @pytest.fixture
@@ -291,29 +303,22 @@ def test_the_docs_give_the_commands_these_tests_run():
     assert "    export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=" in page
 
 
-def test_without_an_address_a_dead_clusters_record_is_ignored(tmp_path):
+def test_without_an_address_a_dead_clusters_record_is_ignored(tmp_path, ray_dir):
     """A cluster killed without `ray stop` leaves its record; a sweep without --address starts its own instance
     (and finishes), and --address auto says the recorded cluster has stopped, in one line."""
     port = free_port()
-    saved = RECORD.read_text() if RECORD.is_file() else None
-    RECORD.parent.mkdir(parents=True, exist_ok=True)
-    RECORD.write_text(f"127.0.0.1:{port}")
+    record(ray_dir).parent.mkdir(parents=True)
+    record(ray_dir).write_text(f"127.0.0.1:{port}")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    try:
-        started = time.perf_counter()
-        local = sweep(["--lr", "0.001,0.002", "--max-steps", "10", "--backend", "ray", "--out", tmp_path / "own"],
-                      env, timeout=120)
-        assert local.returncode == 0, local.stdout + local.stderr
-        assert "2 Ray tasks on a local Ray instance" in local.stdout and time.perf_counter() - started < 60
-        auto = sweep(["--lr", "0.001", "--max-steps", "10", "--backend", "ray", "--address", "auto",
-                      "--out", tmp_path / "auto"], env, timeout=60)
-        lines = auto.stderr.strip().splitlines()
-        assert auto.returncode == 2 and len(lines) == 1, auto.stderr
-        assert "no Ray cluster answers at auto (recorded as the latest cluster here, at " in lines[0]
-        assert f":{port}: it has stopped)" in lines[0]  # (the record's host, as Ray resolves it)
-        assert not (tmp_path / "auto").exists()
-    finally:
-        if saved is None:
-            RECORD.unlink(missing_ok=True)
-        else:
-            RECORD.write_text(saved)
+    started = time.perf_counter()
+    local = sweep(["--lr", "0.001,0.002", "--max-steps", "10", "--backend", "ray", "--out", tmp_path / "own"],
+                  env, timeout=120)
+    assert local.returncode == 0, local.stdout + local.stderr
+    assert "2 Ray tasks on a local Ray instance" in local.stdout and time.perf_counter() - started < 60
+    auto = sweep(["--lr", "0.001", "--max-steps", "10", "--backend", "ray", "--address", "auto",
+                  "--out", tmp_path / "auto"], env, timeout=60)
+    lines = auto.stderr.strip().splitlines()
+    assert auto.returncode == 2 and len(lines) == 1, auto.stderr
+    assert f"no Ray cluster answers at auto (recorded as the latest cluster here, at 127.0.0.1:{port}: it has " \
+           "stopped)" in lines[0]
+    assert not (tmp_path / "auto").exists()
