@@ -21,11 +21,11 @@ from grokrun.runs import find_runs, load_runs
 
 
 def curve(folder: Path, loss: float, acc: float) -> dict[str, dict[float, list[tuple[int, bool]]]]:
-    """{criterion: {(filter, fraction): [(steps, reached), ...] over seeds}}; a run not reaching it: (its steps,
-    False)."""
+    """{criterion: {(filter, fraction): [(steps, reached), ...] in the order of the seeds}}; a run not reaching it:
+    (its steps, False)."""
     runs, _ = load_runs(find_runs(folder)[0])
     out: dict[str, dict] = {"loss": {}, "acc": {}}
-    for run in runs:
+    for run in sorted(runs, key=lambda r: r.config["seed"]):
         cfg = run.config
         key = (cfg["filter"]["name"], float(cfg[cfg["task"]]["train_frac"]))
         ran = int(run.metrics[-1]["step"]) if run.metrics else 0
@@ -65,6 +65,20 @@ def draw(data: dict, loss: float, acc: float, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def steps(n: int, reached: bool) -> str:
+    return f"{n:,}" if reached else f"≥ {n:,}"
+
+
+def median(cell: list[tuple[int, bool]]) -> str:
+    """The median over seeds, a run that did not get there counting as more than any that did ("≥" when the
+    median is such a run)."""
+    ordered = sorted(cell, key=lambda run: (not run[1], run[0]))
+    if len(ordered) % 2:
+        return steps(*ordered[len(ordered) // 2])
+    (a, ok_a), (b, ok_b) = ordered[len(ordered) // 2 - 1:len(ordered) // 2 + 1]
+    return steps(round((a + b) / 2), ok_a and ok_b)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder", type=Path)
@@ -75,11 +89,13 @@ def main() -> None:
     data = curve(args.folder, args.loss, args.acc)
     if not data["loss"]:
         sys.exit(f"error: no runs in {args.folder}")
-    print(f"| filter | fraction | steps to test loss < {args.loss:g} | steps to {args.acc:.0%} test acc |")
-    print("| --- | ---: | --- | --- |")
+    print(f"| filter | fraction | steps to test loss < {args.loss:g}, each seed | median | steps to {args.acc:.0%} "
+          "test acc, each seed | median |")
+    print("| --- | ---: | --- | ---: | --- | ---: |")
     for key in sorted(data["loss"]):
-        cell = {n: " / ".join(f"{s:,}" if ok else f"≥ {s:,}" for s, ok in data[n][key]) for n in data}
-        print(f"| {key[0]} | {key[1]:g} | {cell['loss']} | {cell['acc']} |")
+        cells = [cell for n in data for cell in (" / ".join(steps(*seed) for seed in data[n][key]),
+                                                 median(data[n][key]))]
+        print(f"| {key[0]} | {key[1]:g} | {' | '.join(cells)} |")
     out = args.out or args.folder / "fraction_curve.png"
     draw(data, args.loss, args.acc, out)
     print(f"figure: {out}")
