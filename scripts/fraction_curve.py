@@ -10,7 +10,6 @@ than this"). Read from each run's metrics.csv, so runs of any age count; prints 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
@@ -35,6 +34,14 @@ def curve(folder: Path, loss: float, acc: float) -> dict[str, dict[float, list[t
     return out
 
 
+def median(cell: list[tuple[int, bool]]) -> tuple[float, bool]:
+    """The median over seeds and whether it is known: a run that did not get there counts as more than any that
+    did, so the median is known when more than half the runs got there (the table's "≥", no point on the line)."""
+    ordered = sorted(cell, key=lambda run: (not run[1], run[0]))
+    middle = ordered[(len(ordered) - 1) // 2:len(ordered) // 2 + 1]
+    return sum(n for n, _ in middle) / len(middle), all(ok for _, ok in middle)
+
+
 def draw(data: dict, loss: float, acc: float, path: Path) -> None:
     fig = Figure(figsize=(11, 4.4), layout="constrained")
     titles = {"loss": f"steps until test loss < {loss:g}", "acc": f"steps to {acc:.0%} test accuracy"}
@@ -44,12 +51,12 @@ def draw(data: dict, loss: float, acc: float, path: Path) -> None:
             xs, med, lo, hi, censored = [], [], [], [], []
             for frac in sorted(fr for f, fr in points if f == filt):
                 cell = points[(filt, frac)]
-                reached = [s for s, ok in cell if ok]
                 censored += [(frac, s) for s, ok in cell if not ok]
-                if len(reached) > len(cell) / 2:  # a median that is known: a line point, its band min to max
+                middle, known = median(cell)
+                if known:  # a line point, its band min to max
                     xs.append(frac)
-                    med.append(statistics.median([s if ok else float("inf") for s, ok in cell]))
-                    lo.append(min(reached))
+                    med.append(middle)
+                    lo.append(min(s for s, ok in cell if ok))
                     hi.append(max(s for s, _ in cell))
             ax.plot(xs, med, marker="o", color=f"C{i}", label=f"{filt} (median of seeds)")
             ax.fill_between(xs, lo, hi, color=f"C{i}", alpha=0.2, linewidth=0)
@@ -65,18 +72,8 @@ def draw(data: dict, loss: float, acc: float, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def steps(n: int, reached: bool) -> str:
-    return f"{n:,}" if reached else f"≥ {n:,}"
-
-
-def median(cell: list[tuple[int, bool]]) -> str:
-    """The median over seeds, a run that did not get there counting as more than any that did ("≥" when the
-    median is such a run)."""
-    ordered = sorted(cell, key=lambda run: (not run[1], run[0]))
-    if len(ordered) % 2:
-        return steps(*ordered[len(ordered) // 2])
-    (a, ok_a), (b, ok_b) = ordered[len(ordered) // 2 - 1:len(ordered) // 2 + 1]
-    return steps(round((a + b) / 2), ok_a and ok_b)
+def steps(n: float, reached: bool) -> str:
+    return f"{round(n):,}" if reached else f"≥ {round(n):,}"
 
 
 def main() -> None:
@@ -94,7 +91,7 @@ def main() -> None:
     print("| --- | ---: | --- | ---: | --- | ---: |")
     for key in sorted(data["loss"]):
         cells = [cell for n in data for cell in (" / ".join(steps(*seed) for seed in data[n][key]),
-                                                 median(data[n][key]))]
+                                                 steps(*median(data[n][key])))]
         print(f"| {key[0]} | {key[1]:g} | {' | '.join(cells)} |")
     out = args.out or args.folder / "fraction_curve.png"
     draw(data, args.loss, args.acc, out)
