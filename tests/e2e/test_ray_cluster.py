@@ -182,7 +182,8 @@ def test_a_sweep_on_two_nodes_survives_losing_one(cluster, cli, tmp_path):
     cluster.head()
     second = cluster.second()
     head_id, second_id = node_id(cluster.marks[0]), node_id(second)
-    grid = ["--lr", "0.001,0.002,0.003,0.004", "--seeds", "0", "--max-steps", "1500", "--checkpoint-every", "50"]
+    steps = 500  # (the kill needs a run under way between its first checkpoint and its last: seconds of it)
+    grid = ["--lr", "0.001,0.002,0.003,0.004", "--seeds", "0", "--max-steps", steps, "--checkpoint-every", "50"]
     out = tmp_path / "cluster"
     killed = []
 
@@ -197,7 +198,7 @@ def test_a_sweep_on_two_nodes_survives_losing_one(cluster, cli, tmp_path):
                             saved = torch.load(run / "checkpoint.pt", weights_only=False)
                         except Exception:  # (being written)
                             continue
-                        if saved["ran_on"][-1]["node"] == second_id:
+                        if saved["ran_on"][-1]["node"] == second_id and saved["step"] < steps:
                             kill(second)
                             killed.append(run.name)
                             return
@@ -218,7 +219,7 @@ def test_a_sweep_on_two_nodes_survives_losing_one(cluster, cli, tmp_path):
     lost = ran[killed[0]]["ran_on"]
     host = socket.gethostname()
     assert [(p["host"], p["node"]) for p in lost] == [(host, second_id), (host, head_id)], lost
-    assert lost[0]["from_step"] == 0 and 0 < lost[1]["from_step"] < 1500 and lost[1]["from_step"] % 50 == 0
+    assert lost[0]["from_step"] == 0 and 0 < lost[1]["from_step"] < steps and lost[1]["from_step"] % 50 == 0
     assert {s["ran_on"][0]["node"] for s in ran.values()} == {head_id, second_id}  # both nodes ran runs
 
     before = torch.get_num_threads()

@@ -1,5 +1,6 @@
 """--decay-to init: weight decay toward the initial weights, for any optimizer that decays."""
 
+import inspect
 import os
 import signal
 
@@ -44,6 +45,35 @@ def test_from_a_zero_start_it_is_the_usual_decay(name):
             opt.step()
     assert torch.allclose(a, b, rtol=1e-12, atol=1e-15)
     assert a.detach().abs().sum() > 0
+
+
+@pytest.mark.parametrize("name, cls", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW),
+                                       ("sgd", torch.optim.SGD)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_multi_tensor_step_gives_the_weights_of_torchs_per_tensor_loop_bitwise(name, cls, dtype):
+    """grokrun builds these with foreach=True (the CPU's C++ loop over tensors): the weights after 30 steps of
+    random gradients, with weight decay and a learning rate that changes, are those of torch's default on the CPU
+    (the Python loop, foreach=False), bit for bit."""
+    g = torch.Generator().manual_seed(2)
+    start = [torch.randn(shape, generator=g, dtype=dtype) for shape in ((13, 16), (16,), (4, 16, 16), (1,))]
+    ours = [torch.nn.Parameter(t.clone()) for t in start]
+    theirs = [torch.nn.Parameter(t.clone()) for t in start]
+    o = resolve(None, {"optim.name": name, "optim.weight_decay": 0.3, "optim.lr": 0.01}).optim
+    built = make_optimizer(o, ours)
+    assert type(built) is cls and built.param_groups[0]["foreach"] is True
+    accepted = inspect.signature(cls).parameters  # (AdamW's defaults hold one its __init__ does not take)
+    loop = cls(theirs, **{k: v for k, v in built.defaults.items() if k in accepted and k != "foreach"},
+               foreach=False)
+    for step in range(30):
+        grads = [torch.randn(t.shape, generator=g, dtype=dtype) for t in start]
+        for opt, params in ((built, ours), (loop, theirs)):
+            for group in opt.param_groups:
+                group["lr"] = 0.01 * (step + 1) / 30  # (as the warmup's LambdaLR sets it)
+            for p, grad in zip(params, grads):
+                p.grad = grad.clone()
+            opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+    assert not torch.equal(ours[0], start[0])
 
 
 TINY = ["--task", "modular", "--op", "add", "--p", "11", "--width", "16", "--layers", "1", "--heads", "2",
