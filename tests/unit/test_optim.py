@@ -1,4 +1,5 @@
-"""--decay-to init: weight decay toward the initial weights, for any optimizer that decays."""
+"""The built-in optimizers: their multi-tensor step against torch's per-tensor loop, and --decay-to init (weight decay
+toward the initial weights, for any optimizer that decays)."""
 
 import inspect
 import os
