@@ -10,8 +10,8 @@ registry costs nothing to read.
 The adam, adamw and sgd entries build torch's optimizers with ``foreach=True``: the multi-tensor step, which
 torch takes by default on CUDA only, on the CPU too. There it is the same per-tensor arithmetic in a C++ loop
 instead of a Python one: bitwise the same weights (tests/unit/test_optim.py), about a tenth less time per step
-for the small models of the tests and sweeps, within noise at the published size, where the matrix products
-dominate (docs/benchmarks.md).
+for the small models of the tests and sweeps in four benchmark runs of five, within noise at the published size,
+where the matrix products dominate (docs/benchmarks.md).
 """
 
 from __future__ import annotations
