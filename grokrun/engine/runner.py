@@ -45,11 +45,11 @@ def train_seeds(cfgs: list, quiet: bool = False, console: Console | None = None,
     from grokrun.engine.run import Run
 
     saved = None if resume is None else [checkpoint.load(d) for d in resume]  # may raise UserError: no writes yet
-    launcher_threads = torch.get_num_threads()
+    launcher_threads, launcher_flushes = torch.get_num_threads(), flushing_denormals()
     # the run's own thread count, whoever launched it (the launcher's back afterwards); a config built in code
     # rather than resolved may still hold 0, which means what it means in a config file
     torch.set_num_threads(cfgs[0].threads or machine_threads())
-    torch.set_flush_denormal(cfgs[0].flush_denormals)  # (the run's too; torch's default, off, back afterwards)
+    torch.set_flush_denormal(cfgs[0].flush_denormals)  # (the run's too; the launcher's back afterwards)
     try:
         run = Run(cfgs, node)  # may raise UserError (no data, no device): still nothing written
         if saved is None:
@@ -59,8 +59,16 @@ def train_seeds(cfgs: list, quiet: bool = False, console: Console | None = None,
         run.loop(quiet, console)
     finally:
         torch.set_num_threads(launcher_threads)
-        torch.set_flush_denormal(False)
+        torch.set_flush_denormal(launcher_flushes)
     return [(run.run_dirs[i], run.summaries[i]) for i in range(len(cfgs))]
+
+
+def flushing_denormals() -> bool:
+    """Whether this thread's CPU math takes floats below the smallest normal as 0 now (torch sets it, and has
+    no getter): a product of one such float is 0 exactly when it does."""
+    import torch
+
+    return (torch.tensor([1e-39]) * 1.0).item() == 0.0
 
 
 def group_runs(runs: list[tuple[Any, Path | None]], batch: bool = True,

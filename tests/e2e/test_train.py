@@ -406,3 +406,21 @@ def test_a_run_flushes_denormal_floats_unless_told_not_to(cli, tmp_path, monkeyp
     assert seen == [0.0] * 3 if flushed else seen[0] > 0 and len(seen) == 3
     assert json.loads((run_dir_of(result) / "config.json").read_text())["flush_denormals"] is flushed
     assert (torch.tensor([1e-39]) * 1.0).item() > 0
+
+
+@pytest.mark.parametrize("flag", [[], ["--no-flush-denormals"]])
+def test_a_launcher_that_flushes_denormals_still_does_after_a_run(cli, tmp_path, flag):
+    """A run sets the flush for its steps only: code of the user's own that flushed before (as the run does) still
+    flushes after it, whatever the run's setting."""
+    from grokrun.engine.runner import flushing_denormals
+
+    assert not flushing_denormals()
+    torch.set_flush_denormal(True)
+    try:
+        assert flushing_denormals()
+        result = run(cli, tmp_path, "--max-steps", "2", *flag)
+        assert result.exit_code == 0, result.output
+        assert flushing_denormals()
+    finally:
+        torch.set_flush_denormal(False)
+    assert not flushing_denormals()
