@@ -49,7 +49,7 @@ def muon(o, named: list[tuple[str, Any]], model) -> Any:
                                       ns_steps=o.ns_steps))
     if rest:
         parts.append(torch.optim.AdamW(rest, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps,
-                                       weight_decay=o.weight_decay))
+                                       weight_decay=o.weight_decay, foreach=True))  # (grokrun.optim's adamw too)
     optimizer = _combined()(parts)
     optimizer.groups = {"muon": to_muon, "adamw": [n for n, _ in named if n not in chosen]}
     return optimizer

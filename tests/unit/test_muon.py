@@ -45,6 +45,33 @@ def test_each_part_steps_with_its_own_settings():
     assert not torch.equal(before, model.head.weight) and muon.state and adamw.state
 
 
+def test_the_adamw_part_steps_in_torchs_multi_tensor_loop_with_the_per_tensor_loops_weights():
+    """Muon's AdamW is built with foreach=True, as grokrun's adamw (tests/unit/test_optim.py): after 20 steps the
+    whole model's weights are those of the same optimizer with its AdamW in torch's per-tensor loop, bit for bit."""
+    o = resolve(None, {"optim.name": "muon", "optim.weight_decay": 0.1}).optim
+    models, opts = [], []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = Decoder(vocab=13, width=16, layers=1, heads=2)
+        names, params = zip(*model.named_parameters())
+        models.append(model)
+        opts.append(make_optimizer(o, list(params), list(names), model))
+    assert opts[0].parts[1].param_groups[0]["foreach"] is True
+    for group in opts[1].parts[1].param_groups:
+        group["foreach"] = False  # (read at each step: torch's default on the CPU)
+    x = torch.randint(0, 13, (8, 4), generator=torch.Generator().manual_seed(1))
+    for _ in range(20):
+        for model, opt in zip(models, opts):
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+    torch.manual_seed(0)
+    start = Decoder(vocab=13, width=16, layers=1, heads=2).head.weight
+    a, b = (dict(m.named_parameters()) for m in models)
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert not torch.equal(a["head.weight"], start)  # (AdamW's: it stepped)
+
+
 def test_muon_groks_the_small_problem_and_lists_its_groups(cli, tmp_path):
     """x + y mod 23: 99% validation accuracy by step 280 here (AdamW with the same --lr: 816)."""
     result = cli(["train", *SMALL, "--max-steps", "800", "--stop-at-acc", "0.99", "--out", tmp_path, "--name", "m"])
