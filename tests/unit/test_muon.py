@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 
 from conftest import ctrl_c_at
@@ -92,10 +93,13 @@ def test_seeds_train_one_after_another_each_as_alone(cli, tmp_path):
     assert rows(tmp_path / "s" / "modular-none-seeds0-1" / "seed1") == rows(tmp_path / "a" / "one")
 
 
-def test_an_interrupted_muon_run_resumes_to_the_uninterrupted_numbers(cli, tmp_path, monkeypatch):
+@pytest.mark.parametrize("schedule", [[], ["--warmup-steps", "30"]])
+def test_an_interrupted_muon_run_resumes_to_the_uninterrupted_numbers(cli, tmp_path, monkeypatch, schedule):
+    """Resumed after the warmup, and within it: the learning-rate schedule reaches both parts after the resume
+    (their loaded groups are the combined optimizer's), so the rates go on changing as in the uninterrupted run."""
     from grokrun.filters.base import GradFilter
 
-    args = [*SMALL, "--max-steps", "40", "--eval-every", "5", "--checkpoint-every", "10"]
+    args = [*SMALL, "--max-steps", "40", "--eval-every", "5", "--checkpoint-every", "10", *schedule]
     with monkeypatch.context() as m:
         ctrl_c_at(m, GradFilter, 23, method="apply")
         cut = cli(["train", *args, "--out", tmp_path, "--name", "cut"])
