@@ -82,7 +82,8 @@ def _combined() -> type:
 
         def load_state_dict(self, state: dict) -> None:
             for o, s in zip(self.parts, state["parts"]):
-                o.load_state_dict(s)  # (torch's load makes each part new group dicts: they become this one's, so
-            self.param_groups = [g for o in self.parts for g in o.param_groups]  # a schedule still reaches them)
+                o.load_state_dict(s)
+            # torch's load gives each part new group dicts: they become this one's, so a schedule still reaches them
+            self.param_groups = [g for o in self.parts for g in o.param_groups]
 
     return Combined
