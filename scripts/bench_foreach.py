@@ -9,8 +9,11 @@ copies start from the same weights and draw the same batches; the script checks 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -18,6 +21,9 @@ from grokrun.config import resolve
 from grokrun.filters.ema import EMAFilter
 from grokrun.optim import make_optimizer
 from grokrun.tasks import task as task_module
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_train import grokrun_step  # noqa: E402  (the step the other benchmarks time)
 
 SIZES = {"small (the tests')": {"modular.p": 11, "modular.width": 16, "modular.layers": 1, "modular.heads": 2,
                                 "train.batch_size": 32},
@@ -32,16 +38,7 @@ def stepper(settings: dict, foreach: bool):
     opt = make_optimizer(cfg.optim, params)
     for group in opt.param_groups:  # (read at each step; False: torch's per-tensor loop, its default on the CPU)
         group["foreach"] = foreach
-    ema = EMAFilter(0.98, 2.0)
-
-    def step():
-        loss = task.loss(task.batches.next())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        ema.apply(params)
-        opt.step()
-
-    return step, params
+    return grokrun_step(task, cfg, contextlib.nullcontext(), EMAFilter(0.98, 2.0), opt), params
 
 
 def main() -> None:

@@ -78,10 +78,11 @@ class PlainDecoder(nn.Module):
         return self.head(self.ln_f(h))[:, -1]  # every position computed, the last one used
 
 
-def grokrun_step(task, cfg, autocast, grad_filter):
-    """grokrun's step: the task's loss on a batch indexed on the device, fused filter, nothing read back."""
+def grokrun_step(task, cfg, autocast, grad_filter, opt=None):
+    """grokrun's step: the task's loss on a batch indexed on the device, fused filter, nothing read back (with
+    ``opt``, that optimizer over the model's parameters; by default, the config's)."""
     params = list(task.model.parameters())
-    opt = make_optimizer(cfg.optim, params)
+    opt = opt if opt is not None else make_optimizer(cfg.optim, params)
 
     def step():
         idx = task.batches.next()
