@@ -102,10 +102,11 @@ def train(config: ConfigOption = None, resume: ResumeOption = None, seeds: Seeds
     (configs/<task>_baseline.toml) replace them.
     """
     from grokrun.engine import StoppedAtOnce, train_runs
-    from grokrun.launch import (is_run, new_runs, nothing_to_resume, print_headline, print_headlines,
-                                refresh_sweep_outputs, resumable)
+    from grokrun.launch import (batched, forget_asked, is_run, new_runs, nothing_to_resume, print_headline,
+                                print_headlines, record_asked, refresh_sweep_outputs, resumable)
 
     results: list[tuple[Path, dict[str, Any]]] = []
+    asked = None  # a folder of seeds' record of them, undone if none begins (launch.record_asked)
     try:
         if resume is not None:
             given = (["--config"] * (config is not None) + ["--seeds"] * (seeds is not None)
@@ -120,9 +121,11 @@ def train(config: ConfigOption = None, resume: ResumeOption = None, seeds: Seeds
             if seeds is not None and values.get("seed") is not None:
                 raise UserError("give --seed N for one run or --seeds for several, not both")
             runs = [(cfg, None) for cfg in new_runs(resolve(config, overrides_from(values, plugin)), seeds)]
-        train_runs(runs, batch=not no_batch, quiet=quiet, console=out,
+            asked = record_asked([cfg for cfg, _ in runs], batch=not no_batch) if seeds is not None else None
+        train_runs(runs, batch=not no_batch and (resume is None or batched(resume)), quiet=quiet, console=out,
                    report=lambda run_dir, summary: results.append((run_dir, summary)))
     except UserError as e:
+        forget_asked(asked)
         fail(str(e))
     except StoppedAtOnce as e:
         what = ("has no summary", "its last checkpoint") if is_run(e.resume) else \
@@ -131,6 +134,7 @@ def train(config: ConfigOption = None, resume: ResumeOption = None, seeds: Seeds
             f"(a second interrupt): {e.resume} {what[0]}; grokrun train --resume {e.resume} continues from {what[1]}"))
         raise typer.Exit(130)
     except KeyboardInterrupt:  # before training began (loading data, building the model)
+        forget_asked(asked)
         err.print("[yellow]interrupted[/yellow] before training began")
         raise typer.Exit(130)
     if len(results) == 1 and (seeds is None and (resume is None or is_run(resume))):

@@ -2,6 +2,8 @@
 folder of its own) and the runs to resume at a path (a run directory, or a folder of them).
 
     runs = new_runs(cfg, seeds="0-15")            # configs, seed<N> each in one folder
+    asked = record_asked(runs, batch=True)        # the folder's train.json: what --resume begins if unbegun
+    forget_asked(asked)                           # (undone where no run began: a bad setting, an early Ctrl-C)
     todo, ended = resumable(Path("results/x"))    # (config, run directory) to continue; those already ended
     print_headline(console, run_dir, summary)
 """
@@ -15,9 +17,9 @@ from typing import Any
 
 from rich.markup import escape
 
-from grokrun.config import file_plugins, load_file, parse_seeds, resolve
+from grokrun.config import file_plugins, load_file, parse_seeds, resolve, to_dict
 from grokrun.errors import UserError
-from grokrun.results import CHECKPOINT, CONFIG, FINAL, SUMMARY, free_name
+from grokrun.results import CHECKPOINT, CONFIG, FINAL, SUMMARY, free_name, make_folder, write_json_atomic
 from grokrun.runs import find_runs, read_run
 
 
@@ -59,16 +61,85 @@ def new_runs(cfg, seeds: str | None) -> list:
     return [dataclasses.replace(cfg, seed=s, out=str(folder), name=f"seed{s}") for s in seed_list]
 
 
+ASKED = "train.json"  # in the folder of a `train --seeds`: the config of every run it was asked for
+
+
+def record_asked(cfgs: list, batch: bool) -> tuple[Path, Path | None]:
+    """Write the seeds' folder with its record of the runs asked for and whether they may train together
+    (--no-batch), before any trains: where seeds train one after another, an interruption leaves the later ones
+    unstarted, and ``--resume`` of the folder starts them from it, as they were asked to train. Returns (the
+    folder, the outermost folder this created, or None), for ``forget_asked``."""
+    folder = Path(cfgs[0].out)
+    created = next((p for p in reversed([folder, *folder.parents]) if not p.exists()), None)
+    make_folder(folder)
+    write_json_atomic(folder / ASKED, {"batch": batch, "runs": [to_dict(cfg) for cfg in cfgs]})
+    return folder, created
+
+
+def forget_asked(asked: tuple[Path, Path | None] | None) -> None:
+    """Undo ``record_asked`` where no run directory was begun (a setting refused, an interrupt while the data
+    loaded): nothing is left behind, the folders it made included."""
+    if asked is None:
+        return
+    folder, created = asked
+    if not folder.is_dir() or any(p.is_dir() for p in folder.iterdir()):
+        return
+    (folder / ASKED).unlink(missing_ok=True)
+    for empty in [folder, *folder.parents] if created is not None else []:
+        try:
+            empty.rmdir()
+        except OSError:  # (not empty: something else was put there meanwhile)
+            break
+        if empty == created:
+            break
+
+
+def _asked(folder: Path) -> dict[str, Any]:
+    """The folder's record (``ASKED``), or {} where it has none."""
+    try:
+        asked = json.loads((folder / ASKED).read_text())
+        if not isinstance(asked.get("runs"), list) or not isinstance(asked.get("batch", True), bool):
+            raise ValueError("not a list of runs")
+        return asked
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, AttributeError) as e:
+        raise UserError(f"cannot read {folder / ASKED} ({e}); it lists the runs this folder was asked for: restore "
+                        "it, or resume the run directories one at a time") from None
+
+
+def _records(path: Path) -> list[Path]:
+    """The folders of seeds at or below ``path`` that hold a record (``ASKED``); none for a run directory."""
+    return [] if is_run(path) else sorted(record.parent for record in path.rglob(ASKED))
+
+
+def unstarted(path: Path) -> list:
+    """(config, None) of each run that a record at or below ``path`` names and that has no run directory yet."""
+    found = []
+    for folder in _records(path):
+        cfgs = [dataclasses.replace(resolve(saved, {}), out=str(folder)) for saved in _asked(folder)["runs"]]
+        found += [(cfg, None) for cfg in cfgs if not (folder / cfg.name).exists()]  # (out: where it is now)
+    return found
+
+
+def batched(path: Path) -> bool:
+    """Whether the runs at ``path`` may train together on --resume: not where a record there says --no-batch
+    (one such folder among several: all of them one after another)."""
+    return all(_asked(folder).get("batch", True) for folder in _records(path))
+
+
 def resumable(path: Path, warn=lambda text: None) -> tuple[list, list]:
     """(config, run directory) of each run to resume at ``path`` (a run directory, or a folder of them), and
-    (run directory, summary) of those that have already ended. Of a folder's runs, one without a checkpoint is
+    (run directory, summary) of those that have already ended; in a folder of seeds, (config, None) of each
+    seed it was asked for that never began (``record_asked``). Of a folder's runs, one without a checkpoint is
     left out (told to ``warn``) while the others go on; alone, it is the UserError that says so."""
     if path.is_file():
         raise UserError(f"--resume {path}: a file; give the run directory that holds it, or a folder of runs")
     if not path.is_dir():
         raise UserError(f"--resume {path}: no such folder")
     run_dirs = [path] if is_run(path) else find_runs(path)[0]
-    if not run_dirs:
+    never_begun = unstarted(path)
+    if not run_dirs and not never_begun:
         raise UserError(f"{path} is not a run directory (it has no {CONFIG}) and holds none")
     todo, ended = [], []
     for run_dir in run_dirs:
@@ -81,12 +152,12 @@ def resumable(path: Path, warn=lambda text: None) -> tuple[list, list]:
         else:
             todo.append((resolve(run_dir / CONFIG, {}), run_dir))
     without = [r for _, r in todo if not (r / CHECKPOINT).is_file()]
-    if without and len(without) < len(todo):  # the others go on; these have nothing to continue from
+    if without and (len(without) < len(todo) or never_begun):  # the others go on; these have nothing to resume
         for run_dir in without:
             warn(f"{run_dir} has no {CHECKPOINT} (it stopped before its first one, or the file was removed), so "
                  f"it is not resumed; start it again with grokrun train --config {run_dir / CONFIG}")
         todo = [(c, r) for c, r in todo if r not in without]
-    return todo, ended
+    return todo + never_begun, ended
 
 
 def nothing_to_resume(path: Path, ended: list) -> str:
@@ -110,7 +181,10 @@ def print_headlines(out, results: list[tuple[Path, dict[str, Any]]], folder: Pat
         wall = max(s["wall_s"] for _, s in results)
         out.print(escape(f"{together} seeds trained together: {wall:.1f} s of training for all of them"))
     if any(s["status"] == "interrupted" for _, s in results):
-        out.print(escape(f"checkpoints written; continue with: grokrun train --resume {folder}"))
+        waiting = [str((Path(cfg.out) / cfg.name).relative_to(folder)) for cfg, _ in unstarted(folder)]
+        later = f"; {', '.join(waiting)} not begun: the same --resume begins {'them' if len(waiting) > 1 else 'it'}"
+        out.print(escape(f"checkpoints written; continue with: grokrun train --resume {folder}"
+                         + (later if waiting else "")))
 
 
 def print_headline(out, run_dir: Path, s: dict[str, Any]) -> None:

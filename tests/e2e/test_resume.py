@@ -251,3 +251,51 @@ def test_seeds_of_a_stack_go_on_when_one_lost_its_checkpoint(cli, tmp_path, monk
     assert [json.loads((stack / f"seed{s}" / "summary.json").read_text())["status"] for s in (0, 2)] == \
         ["completed", "completed"]
     assert json.loads((stack / "seed1" / "summary.json").read_text())["status"] == "interrupted"  # left as it was
+
+
+SEEDS = ["--task", "modular", "--op", "add", "--p", "11", "--width", "16", "--layers", "1", "--heads", "2",
+         "--batch-size", "32", "--filter", "ema", "--eval-every", "4", "--max-steps", "40", "--checkpoint-every", "10",
+         "--seeds", "0,1", "--no-batch", "--quiet"]  # seeds one after another, as imdb's, qm9's, muon's always are
+
+
+def test_seeds_an_interrupt_left_unbegun_are_begun_by_the_folders_resume(cli, tmp_path, monkeypatch):
+    """Ctrl-C in seed 0 leaves seed 1 without a run directory; the folder's train.json names every seed asked
+    for, so `--resume` of the folder finishes seed 0 and trains seed 1: both as if never interrupted. (Before
+    it, the resume finished seed 0, said nothing of seed 1 and exited 0.)"""
+    from grokrun.filters import EMAFilter
+
+    assert train(cli, *SEEDS, "--out", tmp_path, "--name", "whole").exit_code == 0
+    ctrl_c_at(monkeypatch, EMAFilter, 23)
+    cut = train(cli, *SEEDS, "--out", tmp_path, "--name", "cut")
+    folder = tmp_path / "cut"
+    assert cut.exit_code == 130, cut.output
+    assert cut.stdout.strip().splitlines()[-1] == (f"checkpoints written; continue with: grokrun train --resume "
+                                                   f"{folder}; seed1 not begun: the same --resume begins it")
+    assert sorted(p.name for p in folder.iterdir()) == ["seed0", "train.json"]
+    monkeypatch.undo()
+    resumed = train(cli, "--resume", folder)
+    assert resumed.exit_code == 0, resumed.output
+    for seed in ("seed0", "seed1"):
+        assert summary(folder / seed)["status"] == "completed"
+        assert rows(folder / seed) == rows(tmp_path / "whole" / seed)
+    # killed before its first run directory (the record all there is, the folder moved since), resumed through
+    # a folder above it: every seed begun, one after another as asked
+    killed = tmp_path / "elsewhere" / "killed"
+    killed.mkdir(parents=True)
+    shutil.copy(folder / "train.json", killed / "train.json")
+    assert train(cli, "--resume", tmp_path / "elsewhere").exit_code == 0
+    assert [rows(killed / s) for s in ("seed0", "seed1")] == [rows(tmp_path / "whole" / s) for s in ("seed0", "seed1")]
+
+
+def test_a_folder_of_seeds_that_cannot_begin_leaves_nothing_behind(cli, tmp_path):
+    """The record is written before the first seed begins, and taken back, with the folders it made, when none
+    can (here: no MNIST files, download off)."""
+    out = tmp_path / "new" / "deeper"
+    result = cli(["train", "--task", "mnist", "--data-dir", tmp_path / "nothing", "--no-download", "--seeds", "0,1",
+                  "--quiet", "--out", out])
+    assert result.exit_code == 2 and "MNIST" in result.stderr, result.output
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "train.json").write_text("{")
+    refused = cli(["train", "--resume", tmp_path / "damaged"])
+    assert refused.exit_code == 2 and f"cannot read {tmp_path / 'damaged' / 'train.json'}" in refused.stderr
