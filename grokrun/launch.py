@@ -98,8 +98,10 @@ def _asked(folder: Path) -> dict[str, Any]:
     """The folder's record (``ASKED``), or {} where it has none."""
     try:
         asked = json.loads((folder / ASKED).read_text())
-        if not isinstance(asked.get("runs"), list) or not isinstance(asked.get("batch", True), bool):
-            raise ValueError("not a list of runs")
+        runs = asked.get("runs")
+        if not isinstance(runs, list) or not all(isinstance(r, dict) and isinstance(r.get("name"), str) for r in runs) \
+                or not isinstance(asked.get("batch", True), bool):
+            raise ValueError("not a list of named runs")
         return asked
     except FileNotFoundError:
         return {}
@@ -113,13 +115,17 @@ def _records(path: Path) -> list[Path]:
     return [] if is_run(path) else sorted(record.parent for record in path.rglob(ASKED))
 
 
+def _unbegun(path: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """(folder, saved config) of each run that a record at or below ``path`` names and that has no run directory
+    there yet."""
+    return [(folder, saved) for folder in _records(path) for saved in _asked(folder)["runs"]
+            if not (folder / saved["name"]).exists()]
+
+
 def unstarted(path: Path) -> list:
     """(config, None) of each run that a record at or below ``path`` names and that has no run directory yet."""
-    found = []
-    for folder in _records(path):
-        cfgs = [dataclasses.replace(resolve(saved, {}), out=str(folder)) for saved in _asked(folder)["runs"]]
-        found += [(cfg, None) for cfg in cfgs if not (folder / cfg.name).exists()]  # (out: where it is now)
-    return found
+    return [(dataclasses.replace(resolve(saved, {}), out=str(folder)), None)  # (out: where the folder is now)
+            for folder, saved in _unbegun(path)]
 
 
 def batched(path: Path) -> bool:
@@ -181,7 +187,7 @@ def print_headlines(out, results: list[tuple[Path, dict[str, Any]]], folder: Pat
         wall = max(s["wall_s"] for _, s in results)
         out.print(escape(f"{together} seeds trained together: {wall:.1f} s of training for all of them"))
     if any(s["status"] == "interrupted" for _, s in results):
-        waiting = [str((Path(cfg.out) / cfg.name).relative_to(folder)) for cfg, _ in unstarted(folder)]
+        waiting = [str((where / saved["name"]).relative_to(folder)) for where, saved in _unbegun(folder)]
         later = f"; {', '.join(waiting)} not begun: the same --resume begins {'them' if len(waiting) > 1 else 'it'}"
         out.print(escape(f"checkpoints written; continue with: grokrun train --resume {folder}"
                          + (later if waiting else "")))
